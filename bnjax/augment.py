@@ -1,0 +1,169 @@
+"""On-device data augmentation with per-image randomness (jit / vmap / scan safe).
+
+A pipeline is a tuple of frozen `Op`s, parsed from a spec such as
+``"hflip,vflip@0.2,rotate:15:p=0.5:interp=nearest:fill=edge,translate:2"``:
+
+* ``hflip`` / ``vflip`` — mirror left-right / top-bottom (default p = 0.5);
+* ``rotate:DEG`` — rotate by an angle drawn uniformly from [-DEG, DEG] degrees,
+  counter-clockwise positive as in torchvision (default p = 1);
+* ``translate:PIX`` — pad by PIX and crop back at a random offset, i.e. a shift by up
+  to PIX pixels in each direction (default p = 1).
+
+Options: ``p=`` (or ``@P``) probability; for rotate/translate ``fill=`` a constant or
+``edge`` (replicate), for rotate ``interp=bilinear|nearest``.
+
+Randomness: `sample` draws, for every image and every op, its own apply/skip coin and
+its own parameter from *separate* keys (the coin never decides the angle, unlike
+augmax's ``Rotate(p<1)``), and `apply` is deterministic given those parameters, so a
+batch can be replayed. The geometry is dm-pix's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import dm_pix as pix
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+OPS = ("hflip", "vflip", "rotate", "translate")
+_DEFAULT_P = {"hflip": 0.5, "vflip": 0.5, "rotate": 1.0, "translate": 1.0}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One augmentation. ``amount``: degrees for rotate, pixels for translate."""
+
+    name: str
+    p: float
+    amount: float = 0.0
+    interp: str = "bilinear"
+    fill: float | str = 0.0
+
+
+Pipeline = tuple[Op, ...]
+
+
+def parse_pipeline(spec: str) -> Pipeline:
+    """Parse a pipeline spec (see module docstring); ``""`` or ``"none"`` is empty.
+
+    Raises:
+      ValueError: naming the offending op or option.
+    """
+    spec = spec.strip()
+    if spec in ("", "none"):
+        return ()
+    ops = []
+    for raw in spec.split(","):
+        part = raw.strip()
+        prob = None
+        if "@" in part:
+            part, _, ptxt = part.partition("@")
+            prob = _number(raw, "p", ptxt)
+        name, *args = part.split(":")
+        if name not in OPS:
+            raise ValueError(f"unknown augmentation op {name!r} in {raw!r}; choose from {OPS}")
+        amount, interp, fill = 0.0, "bilinear", 0.0
+        for arg in args:
+            key, eq, val = arg.partition("=")
+            if not eq:
+                if name not in ("rotate", "translate"):
+                    raise ValueError(f"op {name!r} takes no amount (got {arg!r} in {raw!r})")
+                amount = _number(raw, "amount", key)
+            elif key == "p":
+                prob = _number(raw, "p", val)
+            elif key == "interp" and name == "rotate":
+                if val not in ("bilinear", "nearest"):
+                    raise ValueError(f"interp must be bilinear or nearest in {raw!r}")
+                interp = val
+            elif key == "fill" and name in ("rotate", "translate"):
+                fill = "edge" if val == "edge" else _number(raw, "fill", val)
+            else:
+                raise ValueError(f"unknown option {key!r} for op {name!r} in {raw!r}")
+        if name in ("rotate", "translate") and amount <= 0:
+            raise ValueError(f"op {name!r} needs a positive amount, e.g. '{name}:15' (got {raw!r})")
+        if name == "translate" and not float(amount).is_integer():
+            raise ValueError(f"translate needs a whole number of pixels (got {raw!r})")
+        prob = _DEFAULT_P[name] if prob is None else prob
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"probability of {name!r} must be in [0, 1], got {prob} in {raw!r}")
+        ops.append(Op(name, prob, amount, interp, fill))
+    return tuple(ops)
+
+
+def _number(raw: str, what: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"cannot read {what} {text!r} in augmentation {raw!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite in augmentation {raw!r}")
+    return value
+
+
+def sample(key: Array, pipeline: Pipeline, batch: int) -> tuple[dict, ...]:
+    """Draw per-image parameters: for op i, ``{"apply": (batch,) bool, "value": ...}``
+    where value is the angle in degrees (rotate) or the (dy, dx) shift (translate).
+    Each op uses its own key, split into independent coin and parameter keys."""
+    out = []
+    for i, op in enumerate(pipeline):
+        k_coin, k_val = jax.random.split(jax.random.fold_in(key, i))
+        apply = jax.random.bernoulli(k_coin, op.p, (batch,))
+        if op.name == "rotate":
+            value = jax.random.uniform(k_val, (batch,), minval=-op.amount, maxval=op.amount)
+        elif op.name == "translate":
+            a = int(op.amount)
+            value = jax.random.randint(k_val, (batch, 2), -a, a + 1)
+        else:
+            value = jnp.zeros((batch,))
+        out.append({"apply": apply, "value": value})
+    return tuple(out)
+
+
+def apply(images: Array, pipeline: Pipeline, params: tuple[dict, ...]) -> Array:
+    """Apply a pipeline with given per-image parameters (deterministic).
+
+    Args:
+      images: (N, H, W) or (N, H, W, C).
+      pipeline: parsed ops.
+      params: from `sample`.
+    Returns:
+      Augmented images, same shape and dtype.
+    """
+    squeeze = images.ndim == 3
+    x = images[..., None] if squeeze else images
+    for op, prm in zip(pipeline, params, strict=True):
+        if op.name == "hflip":
+            out = x[:, :, ::-1, :]
+        elif op.name == "vflip":
+            out = x[:, ::-1, :, :]
+        elif op.name == "rotate":
+            out = jax.vmap(lambda im, deg, op=op: _rotate(im, deg, op))(x, prm["value"])
+        else:
+            out = jax.vmap(lambda im, s, op=op: _translate(im, s, op))(x, prm["value"])
+        x = jnp.where(prm["apply"][:, None, None, None], out, x).astype(images.dtype)
+    return x[..., 0] if squeeze else x
+
+
+def augment(key: Array, images: Array, pipeline: Pipeline) -> Array:
+    """`sample` then `apply`: a random augmentation of a batch, per-image."""
+    if not pipeline:
+        return images
+    return apply(images, pipeline, sample(key, pipeline, images.shape[0]))
+
+
+def _rotate(img: Array, degrees: Array, op: Op) -> Array:
+    order = 0 if op.interp == "nearest" else 1
+    if op.fill == "edge":
+        return pix.rotate(img, jnp.deg2rad(degrees), order=order, mode="nearest")
+    return pix.rotate(img, jnp.deg2rad(degrees), order=order, mode="constant", cval=float(op.fill))
+
+
+def _translate(img: Array, shift: Array, op: Op) -> Array:
+    a = int(op.amount)
+    pad = ((a, a), (a, a), (0, 0))
+    padded = jnp.pad(img, pad, mode="edge") if op.fill == "edge" else jnp.pad(img, pad, constant_values=op.fill)
+    h, w, c = img.shape
+    return jax.lax.dynamic_slice(padded, (a - shift[0], a - shift[1], 0), (h, w, c))

@@ -1,0 +1,308 @@
+"""Typed, validated configuration: the one place where values are checked.
+
+Every config is a frozen dataclass; ``__post_init__`` validates it, so an invalid value
+fails when the config is built, before any compute, with a `ConfigError` naming the
+field. `from_dict` refuses unknown keys. `add_flags` / `from_flags` map every field to a
+command-line flag (``--model.norm batch``) for the entry points in ``experiments/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from bnjax import augment, models, optim
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value; ``field`` is the dotted name of the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"config field '{field_name}': {message}")
+        self.field = field_name
+
+
+def _choice(name: str, value: str, choices: typing.Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ConfigError(name, f"{value!r} is not one of {choices}")
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(name, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network. ``norm`` in `bnjax.models.NORMS`; ``placement`` "before" (variant A,
+    BN paper) or "after" the nonlinearity (variant B)."""
+
+    arch: str = "mlp"
+    hidden: tuple[int, ...] = (100, 100, 100)  # MLP widths (BN paper section 4.1)
+    channels: tuple[int, ...] = (24, 32)  # ConvNet conv widths
+    kernels: tuple[int, ...] = (5, 3)  # ConvNet kernel sizes
+    dense: int = 256  # ConvNet hidden dense width
+    num_classes: int = 10
+    norm: str = "none"
+    placement: str = "before"
+    activation: str = "sigmoid"
+    init: str = "lecun_normal"
+    init_std: float = 0.05  # only for init="normal": N(0, init_std^2)
+    dropout: float = 0.0  # drop probability before the classifier
+    bn_momentum: float = 0.99  # Flax convention: running = m * running + (1 - m) * batch
+    bn_epsilon: float = 1e-5
+    bn_variance: str = "two_pass"
+    virtual_batch_size: int = 0  # Ghost BN only
+    groups: int = 4  # GroupNorm only
+    renorm_warmup: int = 500  # Batch Renorm: steps with r_max=1, d_max=0
+    renorm_ramp: int = 2000  # Batch Renorm: steps to relax to r_max=3, d_max=5
+
+    def __post_init__(self):
+        _choice("model.arch", self.arch, ("mlp", "convnet"))
+        _choice("model.norm", self.norm, models.NORMS)
+        _choice("model.placement", self.placement, models.PLACEMENTS)
+        _choice("model.activation", self.activation, models.ACTIVATIONS)
+        _choice("model.init", self.init, models.INITS)
+        _choice("model.bn_variance", self.bn_variance, ("two_pass", "one_pass"))
+        for name in ("hidden", "channels", "kernels"):
+            values = getattr(self, name)
+            if not values or any(int(v) <= 0 for v in values):
+                raise ConfigError(f"model.{name}", f"needs positive integers, got {values}")
+        if len(self.channels) != len(self.kernels):
+            raise ConfigError("model.kernels", f"needs one size per channel entry {self.channels}")
+        _positive("model.dense", self.dense)
+        if self.num_classes < 2:
+            raise ConfigError("model.num_classes", f"must be >= 2, got {self.num_classes}")
+        _positive("model.init_std", self.init_std)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("model.dropout", f"must be in [0, 1), got {self.dropout}")
+        if not 0.0 <= self.bn_momentum < 1.0:
+            raise ConfigError("model.bn_momentum", f"must be in [0, 1) (Flax convention), got {self.bn_momentum}")
+        _positive("model.bn_epsilon", self.bn_epsilon)
+        if self.norm == "ghost" and self.virtual_batch_size < 2:
+            raise ConfigError("model.virtual_batch_size", "norm='ghost' needs virtual_batch_size >= 2")
+        _positive("model.groups", self.groups)
+        _positive("model.renorm_warmup", self.renorm_warmup, allow_zero=True)
+        _positive("model.renorm_ramp", self.renorm_ramp)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule, see `bnjax.optim.make_optimizer`. The effective learning
+    rate is ``learning_rate * lr_multiplier`` (the BN paper's "x5", "x30")."""
+
+    name: str = "sgd"
+    learning_rate: float = 0.1
+    lr_multiplier: float = 1.0
+    momentum: float = 0.9  # sgd-momentum / nesterov: velocity decay
+    b1: float = 0.9  # adam(w)
+    b2: float = 0.999
+    schedule: str = "constant"
+    decay_rate: float = 0.1  # exponential: lr * decay_rate ** (step / decay_steps)
+    decay_steps: int = 1000
+    warmup_steps: int = 0  # linear warm-up for cosine / exponential
+    weight_decay: float = 0.0  # L2 on kernels only (decoupled for adamw)
+
+    def __post_init__(self):
+        _choice("optim.name", self.name, optim.OPTIMIZERS)
+        _choice("optim.schedule", self.schedule, optim.SCHEDULES)
+        _positive("optim.learning_rate", self.learning_rate)
+        _positive("optim.lr_multiplier", self.lr_multiplier)
+        for name in ("momentum", "b1", "b2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"optim.{name}", f"must be in [0, 1), got {getattr(self, name)}")
+        if not 0.0 < self.decay_rate <= 1.0:
+            raise ConfigError("optim.decay_rate", f"must be in (0, 1], got {self.decay_rate}")
+        _positive("optim.decay_steps", self.decay_steps)
+        _positive("optim.warmup_steps", self.warmup_steps, allow_zero=True)
+        _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Data source (`bnjax.data.load`), batching and augmentation.
+
+    ``source``: digits | mnist | fashion_mnist | cifar10 | cifar100 | npz:PATH | idx:DIR.
+    ``augment``: pipeline spec such as ``"hflip,rotate:15"`` (`bnjax.augment`).
+    ``image_size``: 0 keeps the native size; otherwise images are zero-padded to it."""
+
+    source: str = "digits"
+    data_dir: str = ""  # tfds data directory ("" = tfds default)
+    batch_size: int = 60
+    eval_batch_size: int = 1000
+    augment: str = ""
+    image_size: int = 0
+
+    def __post_init__(self):
+        from bnjax import data
+
+        try:
+            data.parse_source(self.source)
+        except ValueError as e:
+            raise ConfigError("data.source", str(e)) from None
+        _positive("data.batch_size", self.batch_size)
+        _positive("data.eval_batch_size", self.eval_batch_size)
+        _positive("data.image_size", self.image_size, allow_zero=True)
+        try:
+            augment.parse_pipeline(self.augment)
+        except ValueError as e:
+            raise ConfigError("data.augment", str(e)) from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``steps`` optimiser steps; evaluation on the test split every
+    ``eval_every`` steps; checkpoints every ``checkpoint_every`` steps (0: at each
+    evaluation), the last ``keep_checkpoints`` kept plus the best by test accuracy."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    steps: int = 1000
+    eval_every: int = 100
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    probe_unit: int = 0  # which unit's pre-activation percentiles are recorded
+    probe_examples: int = 1000  # test examples used by the probes
+    population_stats_batches: int = 0  # >0: recompute BN statistics at the end (Algorithm 2)
+
+    def __post_init__(self):
+        _positive("steps", self.steps)
+        _positive("eval_every", self.eval_every)
+        _positive("seed", self.seed, allow_zero=True)
+        _positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
+        _positive("keep_checkpoints", self.keep_checkpoints)
+        _positive("probe_unit", self.probe_unit, allow_zero=True)
+        _positive("probe_examples", self.probe_examples)
+        _positive("population_stats_batches", self.population_stats_batches, allow_zero=True)
+        if self.model.norm == "ghost" and self.data.batch_size % self.model.virtual_batch_size:
+            raise ConfigError("model.virtual_batch_size",
+                              f"{self.model.virtual_batch_size} does not divide data.batch_size "
+                              f"{self.data.batch_size}")
+
+
+# --------------------------------------------------------------------------- dicts
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict of a config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, d: dict, *, prefix: str = "") -> Any:
+    """Build ``cls`` from a dict, refusing unknown keys (named in the error)."""
+    if not isinstance(d, dict):
+        raise ConfigError(prefix.rstrip(".") or cls.__name__, f"expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(prefix + unknown[0], f"unknown key (valid keys: {sorted(names)})")
+    kwargs = {}
+    for key, value in d.items():
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = from_dict(typ, value, prefix=f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(prefix + key, typ, value)
+    return cls(**kwargs)
+
+
+def _coerce(name: str, typ: Any, value: Any) -> Any:
+    origin = typing.get_origin(typ)
+    try:
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            return tuple(int(v) for v in value)
+        if typ is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            return bool(value)
+        if typ is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
+
+
+def diff(a: Any, b: Any) -> list[str]:
+    """Dotted names of the fields whose values differ between two configs."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    fa, fb = flat(to_dict(a)), flat(to_dict(b))
+    return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def add_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    """Add one ``--section.field`` flag per config field, defaulting to ``defaults``."""
+    group = parser.add_argument_group("config", "every TrainConfig field (see bnjax/config.py)")
+    for name, value in _flatten(defaults).items():
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
+        group.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=type(value).__name__.upper(),
+                           help=f"(default: {shown})")
+
+
+def from_flags(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    """The config given by ``defaults`` overridden by the flags that were set.
+
+    Raises:
+      ConfigError: naming the field, for a value that cannot be read or is invalid.
+    """
+    d = to_dict(defaults)
+    for key, value in vars(args).items():
+        if key.startswith("cfg:") and value is not None:
+            *path, leaf = key[4:].split(".")
+            node = d
+            for p in path:
+                node = node[p]
+            node[leaf] = value
+    return from_dict(TrainConfig, d)
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict:
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(_flatten(value, f"{prefix}{f.name}."))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def replace(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    """`dataclasses.replace` with dotted keys: ``replace(cfg, **{"model.norm": "batch"})``."""
+    d = to_dict(cfg)
+    for key, value in changes.items():
+        *path, leaf = key.split(".")
+        node = d
+        for p in path:
+            if p not in node:
+                raise ConfigError(key, "unknown section")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(key, "unknown key")
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return from_dict(TrainConfig, d)

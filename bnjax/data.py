@@ -1,0 +1,211 @@
+"""Data sources, loaded whole into memory, normalised, and served from the device.
+
+Sources (``DataConfig.source``):
+
+* ``digits`` — scikit-learn's real 8x8 handwritten digits (ships with sklearn, offline):
+  the first 1,437 images train, the last 360 test.
+* ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` — through
+  ``tfds.data_source`` (array_record files; reading needs no TensorFlow, see README for
+  preparing).
+* ``npz:PATH`` — a NumPy archive with x_train, y_train, x_test, y_test.
+* ``idx:DIR`` — MNIST-format IDX files (``train-images-idx3-ubyte[.gz]``, ...), as in
+  the original MNIST distribution or Debian's ``dataset-fashion-mnist`` package.
+
+Images come out float32 NHWC, scaled to [0, 1] then standardised per channel with the
+*training* mean and std. The epoch sampler (`epoch_batches`) is a pure function of
+``(key, epoch)``: batches without replacement, reproducible, computed on the device.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TFDS_SOURCES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """In-memory train/test split. ``x_*``: float32 (N, H, W, C); ``y_*``: int32 (N,)."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def parse_source(source: str) -> tuple[str, str]:
+    """Split ``"kind[:arg]"`` and check the kind. Returns ``(kind, arg)``.
+
+    Raises:
+      ValueError: unknown kind, or a path kind without a path.
+    """
+    kind, _, arg = source.partition(":")
+    if kind in ("npz", "idx"):
+        if not arg:
+            raise ValueError(f"data source {source!r} needs a path, e.g. '{kind}:/path/to/data'")
+        return kind, arg
+    if kind in ("digits",) + TFDS_SOURCES and not arg:
+        return kind, ""
+    raise ValueError(
+        f"unknown data source {source!r}; use digits, {', '.join(TFDS_SOURCES)}, npz:PATH or idx:DIR"
+    )
+
+
+def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: int | None = None) -> Dataset:
+    """Load a data source whole, normalised.
+
+    Args:
+      source: see module docstring.
+      data_dir: tfds data directory ("" for tfds's default).
+      image_size: if > 0, zero-pad images (centred) to this height and width.
+      num_classes: expected number of classes; labels outside [0, num_classes) are an
+        error. Defaults to the source's known count, or max label + 1.
+    Returns:
+      A `Dataset`.
+    """
+    kind, arg = parse_source(source)
+    if kind == "digits":
+        xtr, ytr, xte, yte, scale = (*_digits(), 16.0)
+    elif kind == "npz":
+        xtr, ytr, xte, yte, scale = (*_npz(arg), None)
+    elif kind == "idx":
+        xtr, ytr, xte, yte, scale = (*_idx(arg), 255.0)
+    else:
+        xtr, ytr, xte, yte, scale = (*_tfds(kind, data_dir), 255.0)
+    name = source
+    if num_classes is None:
+        num_classes = NUM_CLASSES.get(kind, int(max(ytr.max(initial=0), yte.max(initial=0))) + 1)
+    for split, y in (("train", ytr), ("test", yte)):
+        bad = (y < 0) | (y >= num_classes)
+        if bad.any():
+            raise ValueError(
+                f"data source {source!r}: {int(bad.sum())} {split} labels outside [0, {num_classes}) "
+                f"(e.g. {int(y[bad][0])})"
+            )
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise ValueError(f"data source {source!r}: images and labels differ in number")
+    xtr, xte = _as_nhwc(xtr, source), _as_nhwc(xte, source)
+    if xtr.shape[1:] != xte.shape[1:]:
+        raise ValueError(f"data source {source!r}: train images {xtr.shape[1:]} and test {xte.shape[1:]} differ")
+    if scale is None:  # npz: uint8 pixels or floats already in [0, 1]
+        scale = 255.0 if np.issubdtype(xtr.dtype, np.integer) else 1.0
+    xtr = xtr.astype(np.float32) / scale
+    xte = xte.astype(np.float32) / scale
+    if image_size:
+        xtr, xte = _pad_to(xtr, image_size, source), _pad_to(xte, image_size, source)
+    mean = xtr.mean(axis=(0, 1, 2))
+    std = xtr.std(axis=(0, 1, 2)) + 1e-8
+    return Dataset(
+        name=name, x_train=(xtr - mean) / std, y_train=ytr.astype(np.int32),
+        x_test=(xte - mean) / std, y_test=yte.astype(np.int32),
+        num_classes=num_classes, mean=mean, std=std,
+    )
+
+
+def _as_nhwc(x: np.ndarray, source: str) -> np.ndarray:
+    if x.ndim == 3:
+        return x[..., None]
+    if x.ndim == 4:
+        return x
+    raise ValueError(f"data source {source!r}: images must be (N, H, W) or (N, H, W, C), got {x.shape}")
+
+
+def _pad_to(x: np.ndarray, size: int, source: str) -> np.ndarray:
+    h, w = x.shape[1:3]
+    if h > size or w > size:
+        raise ValueError(f"data source {source!r}: images {h}x{w} are larger than image_size={size}")
+    top, left = (size - h) // 2, (size - w) // 2
+    return np.pad(x, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.images.astype(np.float32)
+    y = d.target
+    return x[:1437], y[:1437], x[1437:], y[1437:]
+
+
+def _npz(path: str):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"npz data file not found: {path}")
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
+        if missing:
+            raise ValueError(f"npz file {path} lacks arrays {missing} (needs x_train, y_train, x_test, y_test)")
+        return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Read one IDX file (plain or gzip), as in the original MNIST distribution."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if raw[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX element type {raw[2]:#x}")
+    ndim = raw[3]
+    dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
+    data = np.frombuffer(raw, dtypes[raw[2]], offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {tuple(dims)} but holds {data.size} values (truncated?)")
+    return data.reshape(dims)
+
+
+def _idx(directory: str):
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"IDX data directory not found: {directory}")
+
+    def find(prefix: str, kind: str) -> str:
+        hits = sorted(glob.glob(os.path.join(directory, f"{prefix}-{kind}-idx?-ubyte*")))
+        if not hits:
+            raise FileNotFoundError(f"no {prefix}-{kind}-idx?-ubyte[.gz] file in {directory}")
+        return hits[0]
+
+    return tuple(read_idx(find(p, k)) for p in ("train", "t10k") for k in ("images", "labels"))
+
+
+def _tfds(name: str, data_dir: str):
+    import tensorflow_datasets as tfds
+
+    out = []
+    for split in ("train", "test"):
+        ds = tfds.data_source(name, split=split, data_dir=data_dir or None)
+        n = len(ds)
+        examples = ds.__getitems__(list(range(n))) if hasattr(ds, "__getitems__") else [ds[i] for i in range(n)]
+        out.append(np.stack([np.asarray(e["image"]) for e in examples]))
+        out.append(np.asarray([int(e["label"]) for e in examples]))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def epoch_batches(key: jax.Array, epoch: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """Indices of one epoch's batches, ``(n // batch_size, batch_size)``, without
+    replacement; the incomplete last batch is dropped. Pure in ``(key, epoch)``."""
+    if batch_size > n:
+        raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    steps = n // batch_size
+    return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def to_device(ds: Dataset) -> dict[str, jax.Array]:
+    """The arrays of a dataset as device arrays (placed once, reused by every step)."""
+    return {k: jnp.asarray(getattr(ds, k)) for k in ("x_train", "y_train", "x_test", "y_test")}

@@ -1,0 +1,236 @@
+"""The training driver: `fit` runs one config from start (or from its last checkpoint)
+to the end.
+
+* The train chunk is jitted once per (model, optimiser, shapes) and reused by every seed
+  of an experiment; the state is donated.
+* Steps run in chunks between evaluations; metrics stay on the device and the host
+  syncs only at evaluation points.
+* A non-finite training loss stops the run and records the step where it diverged.
+* With a workdir, the run writes config, versions, metrics and checkpoints, and the same
+  call on the same workdir resumes where it stopped (bitwise on CPU). Ctrl-C saves a
+  checkpoint first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from bnjax import augment as aug
+from bnjax import data as data_lib
+from bnjax import runlog
+from bnjax.checkpoint import BEST_METRIC, Checkpoints
+from bnjax.config import TrainConfig
+from bnjax.evaluate import evaluate, fetch, probe_percentiles, recompute_batch_stats
+from bnjax.models import build_model
+from bnjax.optim import make_optimizer
+from bnjax.train import DATA, TrainState, create_state, train_chunk
+
+PROBE_QS = (15.0, 50.0, 85.0)
+
+_train_chunk = jax.jit(
+    train_chunk, static_argnames=("model", "tx", "pipeline", "batch_size", "n_steps"), donate_argnums=0
+)
+
+
+@functools.lru_cache(maxsize=64)
+def model_for(model_cfg: Any) -> Any:
+    """The model of a config, cached so equal configs share compiled steps."""
+    return build_model(model_cfg)
+
+
+@functools.lru_cache(maxsize=64)
+def optimizer_for(optim_cfg: Any, total_steps: int) -> Any:
+    """The optimiser of a config, cached so equal configs share compiled steps."""
+    return make_optimizer(optim_cfg, total_steps)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What `fit` returns: the final state, the evaluation history and a summary."""
+
+    config: TrainConfig
+    state: TrainState
+    history: list[dict]
+    summary: dict
+
+
+def load_dataset(cfg: TrainConfig) -> data_lib.Dataset:
+    """The data set a config names, checked against the model's class count."""
+    return data_lib.load(cfg.data.source, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
+                         num_classes=cfg.model.num_classes)
+
+
+def boundaries(cfg: TrainConfig) -> list[int]:
+    """Steps after which the driver stops to evaluate or checkpoint: multiples of
+    ``eval_every`` and ``checkpoint_every``, and the last step. Resuming from any of
+    them reproduces the same chunks as the uninterrupted run."""
+    marks = set(range(cfg.eval_every, cfg.steps, cfg.eval_every)) | {cfg.steps}
+    if cfg.checkpoint_every:
+        marks |= set(range(cfg.checkpoint_every, cfg.steps, cfg.checkpoint_every))
+    return sorted(marks)
+
+
+def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Dataset | None = None,
+        device_data: dict | None = None, progress: bool = True, desc: str = "") -> RunResult:
+    """Train one run.
+
+    Args:
+      cfg: validated config.
+      workdir: run directory (config, metrics, checkpoints); None trains in memory.
+      dataset: an already loaded data set (saves reloading it for every seed).
+      device_data: ``data.to_device(dataset)``, to share device copies between runs.
+      progress: show a progress bar.
+      desc: progress-bar label.
+    Returns:
+      A `RunResult`.
+    Raises:
+      RunMismatchError, PermissionError: for a workdir that cannot be used.
+      ValueError: for data that do not fit the model.
+    """
+    if workdir:
+        runlog.prepare(workdir, cfg)
+    ds = dataset if dataset is not None else load_dataset(cfg)
+    if ds.num_classes > cfg.model.num_classes:
+        raise ValueError(f"data set {ds.name} has {ds.num_classes} classes but model.num_classes is "
+                         f"{cfg.model.num_classes}")
+    dev = device_data if device_data is not None else data_lib.to_device(ds)
+    if cfg.data.batch_size > dev["x_train"].shape[0]:
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} exceeds the {dev['x_train'].shape[0]} "
+                         f"training examples of {ds.name}")
+    model = model_for(cfg.model)
+    tx = optimizer_for(cfg.optim, cfg.steps)
+    pipeline = aug.parse_pipeline(cfg.data.augment)
+    state = create_state(model, tx, dev["x_train"][: cfg.data.batch_size], cfg.seed)
+
+    history: list[dict] = []
+    store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints) if workdir else None
+    if store is not None:
+        restored = store.restore_latest(state)
+        if restored is not None:
+            state, step0 = restored
+            history = runlog.read_metrics(workdir, up_to_step=step0)
+            runlog.rewrite_metrics(workdir, history)
+        elif os.path.exists(os.path.join(workdir, "metrics.jsonl")):
+            runlog.rewrite_metrics(workdir, [])
+
+    probe_x = dev["x_test"][: cfg.probe_examples]
+    step = int(state.step)
+    diverged_at = None
+    pending: list[dict] = []
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=desc or cfg.model.arch,
+               unit="step", leave=False, dynamic_ncols=True)
+    t0 = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
+    try:
+        for mark in boundaries(cfg):
+            if mark <= step:
+                continue
+            state, metrics = _train_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx,
+                                          pipeline=pipeline, batch_size=cfg.data.batch_size, n_steps=mark - step)
+            pending.append(metrics)
+            chunk_start, step = step, mark
+            is_eval = mark % cfg.eval_every == 0 or mark == cfg.steps
+            is_ckpt = mark == cfg.steps or (cfg.checkpoint_every and mark % cfg.checkpoint_every == 0) or (
+                not cfg.checkpoint_every and is_eval)
+            if not (is_eval or is_ckpt):
+                continue
+            losses = np.concatenate([np.asarray(m["loss"]) for m in pending])  # the host syncs here only
+            accs = np.concatenate([np.asarray(m["accuracy"]) for m in pending])
+            first = step - len(losses)
+            pending = []
+            bad = np.flatnonzero(~np.isfinite(losses))
+            if bad.size:
+                diverged_at = int(first + bad[0])
+                rec = {"step": step, "diverged_at": diverged_at}
+                history.append(rec)
+                if workdir:
+                    runlog.append_metrics(workdir, rec)
+                break
+            rec = _evaluation(cfg, model, state, dev, probe_x, step, losses, accs, time.perf_counter() - t0)
+            history.append(rec)
+            if workdir:
+                runlog.append_metrics(workdir, rec)
+                store.save(step, state, {BEST_METRIC: rec["test_accuracy"]})
+            bar.update(step - chunk_start)
+            bar.set_postfix(loss=f"{rec['train_loss']:.3f}", test_acc=f"{rec['test_accuracy']:.4f}")
+    except KeyboardInterrupt:
+        if store is not None and not _deleted(state):
+            store.save(int(state.step), state, {BEST_METRIC: -1.0})
+            store.close()
+            print(f"\ninterrupted: checkpoint saved at step {int(state.step)} in {workdir}; "
+                  "run the same command to resume")
+        raise
+    finally:
+        bar.close()
+
+    summary = _summary(cfg, model, state, dev, history, diverged_at, time.perf_counter() - t0)
+    if cfg.population_stats_batches and diverged_at is None and state.batch_stats:
+        state = _with_population_stats(cfg, model, state, dev, summary)
+    if workdir:
+        store.close()
+        runlog.write_json(os.path.join(workdir, "results.json"), summary)
+    return RunResult(cfg, state, history, summary)
+
+
+def _deleted(state: TrainState) -> bool:
+    return any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree.leaves(state))
+
+
+def _evaluation(cfg, model, state, dev, probe_x, step, losses, accs, elapsed) -> dict:
+    test = evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
+    probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS)
+    out = fetch({"test": test, "probes": probes})
+    return {
+        "step": step,
+        "train_loss": float(losses.mean()),
+        "train_accuracy": float(accs.mean()),
+        "test_loss": out["test"]["loss"],
+        "test_accuracy": out["test"]["accuracy"],
+        "probes": out["probes"],
+        "probe_qs": list(PROBE_QS),
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def _summary(cfg, model, state, dev, history, diverged_at, elapsed) -> dict:
+    evals = [r for r in history if "test_accuracy" in r]
+    best = max(evals, key=lambda r: r["test_accuracy"]) if evals else None
+    return {
+        "steps": cfg.steps,
+        "seed": cfg.seed,
+        "diverged_at": diverged_at,
+        "final_step": evals[-1]["step"] if evals else 0,
+        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else math.nan,
+        "final_train_loss": evals[-1]["train_loss"] if evals else math.nan,
+        "best_test_accuracy": best["test_accuracy"] if best else math.nan,
+        "best_step": best["step"] if best else None,
+        "train_seconds": round(elapsed, 3),
+    }
+
+
+def _with_population_stats(cfg, model, state, dev, summary) -> TrainState:
+    """Algorithm 2 at the end of training; records both accuracies in ``summary``."""
+    stats = recompute_batch_stats(model, state.variables, dev["x_train"], key=state.keys[DATA],
+                                  batch_size=cfg.data.batch_size, num_batches=cfg.population_stats_batches)
+    new = state.replace(batch_stats=stats)
+    acc = evaluate(model, new.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
+    summary["test_accuracy_running_stats"] = summary["final_test_accuracy"]
+    summary["test_accuracy_population_stats"] = float(acc["accuracy"])
+    return new
+
+
+def first_step_reaching(history: list[dict], threshold: float) -> int | None:
+    """The first evaluated step with test accuracy >= threshold, or None."""
+    for rec in history:
+        if rec.get("test_accuracy", -1.0) >= threshold:
+            return rec["step"]
+    return None
+

@@ -1,0 +1,211 @@
+"""Models of the lecture: the BN paper's MNIST MLP and a small ConvNet.
+
+Every knob the experiments turn is chosen from a registry that raises on unknown names:
+the normaliser (`NORMS`), its placement relative to the nonlinearity (the lecture's
+variant A "before" and B "after"), the activation (`ACTIVATIONS`) and the kernel
+initialiser (`INITS`). A layer followed by a normaliser that has its own shift (BN, LN,
+GN) has no bias: the normaliser's beta makes it redundant (BN paper, section 3.2).
+
+Each pre-activation (the input of a nonlinearity) is written with ``sow`` into the
+``probes`` collection, so internal-covariate-shift probes can read it without changing
+the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from bnjax.norm import BatchNorm
+
+Array = jax.Array
+PROBES = "probes"
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    "relu": nn.relu,
+    "sigmoid": nn.sigmoid,
+    "tanh": jnp.tanh,
+}
+
+
+def _init(name: str, std: float) -> Callable[..., Array]:
+    table = {
+        "lecun_normal": nn.initializers.lecun_normal(),  # Flax default: N(0, 1/fan_in), truncated
+        "xavier_uniform": nn.initializers.xavier_uniform(),  # Glorot & Bengio 2010
+        "normal": nn.initializers.normal(stddev=std),
+        # PyTorch's nn.Linear/nn.Conv default, kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        "torch": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+    }
+    return table[name]
+
+
+INITS = ("lecun_normal", "xavier_uniform", "normal", "torch")
+NORMS = ("none", "batch", "ghost", "renorm", "layer", "group")
+PLACEMENTS = ("before", "after")
+
+
+def make_norm(
+    name: str,
+    *,
+    momentum: float = 0.99,
+    epsilon: float = 1e-5,
+    variance: str = "two_pass",
+    virtual_batch_size: int = 0,
+    groups: int = 4,
+    axis_name: str | None = None,
+    renorm_warmup: int = 0,
+    renorm_ramp: int = 1,
+) -> Callable[..., nn.Module] | None:
+    """A factory ``(name=...) -> module`` for the named normaliser, or None for "none".
+
+    Every returned module is called as ``norm(x, train)``.
+    """
+    if name == "none":
+        return None
+    if name in ("batch", "ghost"):
+        if name == "ghost" and virtual_batch_size < 2:
+            raise ValueError("norm='ghost' needs virtual_batch_size >= 2")
+        return partial(
+            _TrainFlag, inner=partial(
+                BatchNorm, momentum=momentum, epsilon=epsilon, variance=variance, axis_name=axis_name,
+                virtual_batch_size=virtual_batch_size if name == "ghost" else None,
+            ), flag="use_running_average")
+    if name == "renorm":
+        from bnjax.renorm import BatchRenorm
+
+        return partial(_TrainFlag, inner=partial(
+            BatchRenorm, momentum=momentum, epsilon=epsilon, warmup_steps=renorm_warmup,
+            ramp_steps=renorm_ramp), flag="use_running_average")
+    if name == "layer":
+        return partial(_TrainFlag, inner=partial(nn.LayerNorm, epsilon=epsilon), flag=None)
+    if name == "group":
+        return partial(_TrainFlag, inner=partial(nn.GroupNorm, num_groups=groups, epsilon=epsilon), flag=None)
+    raise ValueError(f"unknown norm {name!r}; choose from {NORMS}")
+
+
+class _TrainFlag(nn.Module):
+    """Gives every normaliser the call signature ``norm(x, train)``."""
+
+    inner: Callable[..., nn.Module]
+    flag: str | None
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        if self.flag is None:
+            return self.inner(name="norm")(x)
+        return self.inner(name="norm", **{self.flag: not train})(x)
+
+
+class _Block(nn.Module):
+    """linear -> [norm] -> act (placement "before", variant A) or
+    linear -> act -> [norm] (placement "after", variant B)."""
+
+    layer: Callable[..., nn.Module]
+    norm: Callable[..., nn.Module] | None
+    placement: str
+    activation: Callable[[Array], Array]
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        before = self.norm is not None and self.placement == "before"
+        h = self.layer(use_bias=not before, name="linear")(x)
+        if before:
+            h = self.norm(name="norm")(h, train)
+        self.sow(PROBES, "preact", h)
+        h = self.activation(h)
+        if self.norm is not None and self.placement == "after":
+            h = self.norm(name="norm")(h, train)
+        return h
+
+
+class MLP(nn.Module):
+    """Fully connected classifier; the BN paper's MNIST net is hidden=(100, 100, 100)
+    with sigmoid units (section 4.1)."""
+
+    hidden: Sequence[int] = (100, 100, 100)
+    num_classes: int = 10
+    activation: str = "sigmoid"
+    norm: Callable[..., nn.Module] | None = None
+    placement: str = "before"
+    kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        """Args: x: (N, ...) images or features; train: batch statistics and dropout on.
+        Returns: (N, num_classes) logits."""
+        x = x.reshape((x.shape[0], -1))
+        for i, width in enumerate(self.hidden):
+            dense = partial(nn.Dense, width, kernel_init=self.kernel_init)
+            x = _Block(dense, self.norm, self.placement, ACTIVATIONS[self.activation], name=f"block{i}")(x, train)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x) if self.dropout else x
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+
+
+class ConvNet(nn.Module):
+    """Small ConvNet for 8x8, 28x28 and 32x32 images: per conv stage
+    conv(k x k, SAME) -> block -> 2x2 max-pool, then a dense block and the classifier.
+    With channels=(24, 32), kernels=(5, 3), dense=256 this is the MNIST speedrun net."""
+
+    channels: Sequence[int] = (24, 32)
+    kernels: Sequence[int] = (5, 3)
+    dense: int = 256
+    num_classes: int = 10
+    activation: str = "relu"
+    norm: Callable[..., nn.Module] | None = None
+    placement: str = "before"
+    kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> Array:
+        """Args: x: (N, H, W, C) or (N, H, W) images; train: batch statistics and dropout
+        on. Returns: (N, num_classes) logits."""
+        if x.ndim == 3:
+            x = x[..., None]
+        min_side = 2 ** len(self.channels)
+        if x.ndim != 4 or min(x.shape[1:3]) < min_side:
+            raise ValueError(
+                f"ConvNet with {len(self.channels)} pooling stages needs images (N, H, W[, C]) with "
+                f"H, W >= {min_side}; got input of shape {x.shape}"
+            )
+        act = ACTIVATIONS[self.activation]
+        for i, (ch, k) in enumerate(zip(self.channels, self.kernels, strict=True)):
+            conv = partial(nn.Conv, ch, (k, k), padding="SAME", kernel_init=self.kernel_init)
+            x = _Block(conv, self.norm, self.placement, act, name=f"conv{i}")(x, train)
+            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+        x = x.reshape((x.shape[0], -1))
+        dense = partial(nn.Dense, self.dense, kernel_init=self.kernel_init)
+        x = _Block(dense, self.norm, self.placement, act, name="fc")(x, train)
+        x = nn.Dropout(self.dropout, deterministic=not train)(x) if self.dropout else x
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+
+
+def build_model(cfg: Any, *, axis_name: str | None = None) -> nn.Module:
+    """Build the model a `bnjax.config.ModelConfig` describes.
+
+    Args:
+      cfg: a validated ModelConfig.
+      axis_name: named device axis over which BN reduces its statistics (data parallel).
+    Returns:
+      An unbound Flax module called as ``model.apply(variables, x, train)``.
+    """
+    norm = make_norm(
+        cfg.norm, momentum=cfg.bn_momentum, epsilon=cfg.bn_epsilon, variance=cfg.bn_variance,
+        virtual_batch_size=cfg.virtual_batch_size, groups=cfg.groups, axis_name=axis_name,
+        renorm_warmup=cfg.renorm_warmup, renorm_ramp=cfg.renorm_ramp,
+    )
+    common = dict(
+        num_classes=cfg.num_classes, activation=cfg.activation, norm=norm, placement=cfg.placement,
+        kernel_init=_init(cfg.init, cfg.init_std), dropout=cfg.dropout,
+    )
+    if cfg.arch == "mlp":
+        return MLP(hidden=tuple(cfg.hidden), **common)
+    if cfg.arch == "convnet":
+        return ConvNet(channels=tuple(cfg.channels), kernels=tuple(cfg.kernels), dense=cfg.dense, **common)
+    raise ValueError(f"unknown arch {cfg.arch!r}; choose from ('mlp', 'convnet')")

@@ -1,0 +1,134 @@
+"""A run's directory describes itself: ``config.json``, ``meta.json`` (versions, git
+revision, devices, seed), ``metrics.jsonl`` (one JSON object per evaluation),
+``results.json`` (the final summary) and ``checkpoints/``.
+
+Files are written atomically (temporary file, then rename), so an interrupted run never
+leaves half a JSON file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from typing import Any
+
+from bnjax import config as config_lib
+
+
+class RunMismatchError(RuntimeError):
+    """The workdir holds a run of a different config; ``fields`` lists what differs."""
+
+    def __init__(self, workdir: str, fields: list[str]):
+        super().__init__(
+            f"{workdir} holds a run with a different config (fields differ: {', '.join(fields)}); "
+            "refusing to resume or overwrite it. Use another --workdir."
+        )
+        self.fields = fields
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Write JSON atomically."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries that decide a run's numbers."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "absent"
+    return out
+
+
+def git_revision() -> str:
+    """The git revision of the bnjax checkout, or "unknown"."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def prepare(workdir: str, cfg: Any) -> None:
+    """Create or check a workdir before training.
+
+    Raises:
+      PermissionError: the workdir cannot be written.
+      RunMismatchError: it already holds a run of another config.
+    """
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_test{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise PermissionError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+    path = os.path.join(workdir, "config.json")
+    if os.path.exists(path):
+        old = config_lib.from_dict(type(cfg), read_json(path))
+        fields = config_lib.diff(old, cfg)
+        if fields:
+            raise RunMismatchError(workdir, fields)
+    else:
+        write_json(path, config_lib.to_dict(cfg))
+    import jax
+
+    write_json(os.path.join(workdir, "meta.json"), {
+        "seed": cfg.seed, "versions": versions(), "git": git_revision(),
+        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    })
+
+
+def append_metrics(workdir: str, record: dict) -> None:
+    """Append one evaluation record to ``metrics.jsonl`` (flushed and fsynced)."""
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(workdir: str, *, up_to_step: int | None = None) -> list[dict]:
+    """The records of ``metrics.jsonl`` (a torn last line is skipped), optionally only
+    those with ``step <= up_to_step``."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if up_to_step is None or rec["step"] <= up_to_step:
+                out.append(rec)
+    return out
+
+
+def rewrite_metrics(workdir: str, records: list[dict]) -> None:
+    """Replace ``metrics.jsonl`` (used on resume to drop records past the checkpoint)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    os.replace(tmp, path)
