@@ -185,9 +185,22 @@ def _tfds(name: str, data_dir: str):
 
     out = []
     for split in ("train", "test"):
-        ds = tfds.data_source(name, split=split, data_dir=data_dir or None)
+        try:
+            ds = tfds.data_source(name, split=split, data_dir=data_dir or None)
+        except ModuleNotFoundError as e:
+            # Reading array_record files needs no TensorFlow; tfds's builders do to prepare them.
+            raise RuntimeError(
+                f"tfds data set {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} and preparing it "
+                f"needs a module that is not installed ({e.name}). Prepare it once with TensorFlow installed "
+                f"(pip install tensorflow; then python -c \"import tensorflow_datasets as tfds; "
+                f"tfds.builder('{name}', file_format='array_record').download_and_prepare()\"), or use "
+                "the idx:DIR / npz:PATH sources, which need no TensorFlow."
+            ) from e
         n = len(ds)
-        examples = ds.__getitems__(list(range(n))) if hasattr(ds, "__getitems__") else [ds[i] for i in range(n)]
+        try:  # one batched read; tfds's mock data source lacks a working __getitems__
+            examples = ds.__getitems__(list(range(n)))
+        except (AttributeError, TypeError):
+            examples = [ds[i] for i in range(n)]
         out.append(np.stack([np.asarray(e["image"]) for e in examples]))
         out.append(np.asarray([int(e["label"]) for e in examples]))
     return tuple(out)

@@ -53,16 +53,20 @@ def evaluate(model: nn.Module, variables: dict, x: Array, y: Array, *, batch_siz
 @partial(jax.jit, static_argnames=("model", "unit", "qs"))
 def probe_percentiles(model: nn.Module, variables: dict, x: Array, *, unit: int = 0,
                       qs: Sequence[float] = (15.0, 50.0, 85.0)) -> dict[str, Array]:
-    """Percentiles of every layer's pre-activations (the input of each nonlinearity)
-    in inference mode, read from the ``probes`` collection the models ``sow`` into.
+    """Percentiles of every layer's pre-activations (the input of each nonlinearity),
+    read from the ``intermediates`` collection the models ``sow`` into.
 
     For Figure 1 of the BN paper: the distribution over examples of one unit's input
-    (``unit``; for conv layers, that channel over all positions).
+    (``unit``; for conv layers, that channel over all positions) as the network sees it
+    *in training*: normalisers use the statistics of the probe batch ``x`` (nothing is
+    stored), so the probe shows what the sigmoid receives, not the lag of the running
+    averages.
 
     Returns:
       ``{layer_path: (len(qs),) percentiles}``; layer paths are like ``block2``.
     """
-    _, coll = model.apply(variables, x, False, mutable=[PROBES])
+    _, coll = model.apply(variables, x, True, mutable=[PROBES, "batch_stats"],
+                          rngs={"dropout": jax.random.PRNGKey(0)})  # dropout comes after every probe
     out = {}
     flat = jax.tree_util.tree_flatten_with_path(coll[PROBES])[0]
     for path, value in flat:

@@ -7,7 +7,7 @@ initialiser (`INITS`). A layer followed by a normaliser that has its own shift (
 GN) has no bias: the normaliser's beta makes it redundant (BN paper, section 3.2).
 
 Each pre-activation (the input of a nonlinearity) is written with ``sow`` into the
-``probes`` collection, so internal-covariate-shift probes can read it without changing
+``intermediates`` collection, so internal-covariate-shift probes can read it without changing
 the model.
 """
 
@@ -24,7 +24,7 @@ from flax import linen as nn
 from bnjax.norm import BatchNorm
 
 Array = jax.Array
-PROBES = "probes"
+PROBES = "intermediates"  # Flax's conventional name: init does not keep it
 
 ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
     "relu": nn.relu,

@@ -1,0 +1,97 @@
+"""Figures: curves with a band over seeds, and the BN paper's Figure 1."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bnjax.experiment import Run, curve  # noqa: E402
+
+LABELS = {
+    "train_loss": "training loss (mean over the steps since the last evaluation)",
+    "test_accuracy": "test accuracy",
+    "test_loss": "test loss",
+}
+
+
+def band(ax, runs: Sequence[Run], metric: str, label: str, **kw) -> None:
+    """Mean over seeds as a line, ±1 std as a shaded band; marks divergence with an x."""
+    steps, mean, std = curve(runs, metric)
+    n = len(runs)
+    (line,) = ax.plot(steps, mean, label=f"{label} (n={n} seeds)", **kw)
+    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    for run in runs:
+        div = run.summary.get("diverged_at")
+        if div is not None:
+            ax.axvline(div, color=line.get_color(), linestyle=":", alpha=0.6)
+            ax.plot([div], [ax.get_ylim()[1]], marker="x", color=line.get_color())
+
+
+def curves_figure(arms: Mapping[str, Sequence[Run]], path: str, *, title: str,
+                  metrics: Sequence[str] = ("train_loss", "test_accuracy"), log_loss: bool = True) -> str:
+    """One panel per metric, one band per arm. Returns ``path``."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, metric in zip(axes, metrics, strict=True):
+        for arm, runs in arms.items():
+            band(ax, runs, metric, arm)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(LABELS.get(metric, metric))
+        if metric.endswith("loss") and log_loss:
+            ax.set_yscale("log")
+        if metric.endswith("accuracy"):
+            _zoom_accuracy(ax, arms, metric)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _zoom_accuracy(ax, arms, metric) -> None:
+    finals = [curve(runs, metric)[1][-1] for runs in arms.values() if len(curve(runs, metric)[1])]
+    if finals:
+        low = max(0.0, min(finals) - 0.15)
+        ax.set_ylim(low, 1.0)
+
+
+def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str, *, layer: str, unit: int) -> str:
+    """The BN paper's Figure 1: (a) test accuracy with and without BN, (b, c) the 15th,
+    50th and 85th percentiles of one sigmoid's input over training, without (b) and with
+    (c) BN, for the first seed. Returns ``path``."""
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
+    band(axes[0], plain, "test_accuracy", "Without BN")
+    band(axes[0], bn, "test_accuracy", "With BN")
+    axes[0].set_title("(a) test accuracy")
+    axes[0].set_xlabel("training step")
+    axes[0].set_ylabel("test accuracy")
+    _zoom_accuracy(axes[0], {"a": plain, "b": bn}, "test_accuracy")
+    axes[0].legend()
+    for ax, runs, name in ((axes[1], plain, "(b) without BN"), (axes[2], bn, "(c) with BN")):
+        run = runs[0]
+        recs = [r for r in run.history if "probes" in r]
+        steps = [r["step"] for r in recs]
+        qs = recs[0]["probe_qs"] if recs else []
+        for i, q in enumerate(qs):
+            ax.plot(steps, [r["probes"][layer][i] for r in recs], label=f"{q:g}th percentile",
+                    color="k", linewidth=1.0 + (i == 1), linestyle="-" if i == 1 else "--")
+        ax.set_title(f"{name}: input of sigmoid unit {unit}, layer {layer} (seed {run.seed})", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("pre-activation value")
+        ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    lims = [a.get_ylim() for a in axes[1:]]
+    for a in axes[1:]:
+        a.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
+        a.grid(alpha=0.3)
+    axes[0].grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Thin entry points: each parses flags, builds configs and calls the bnjax library."""

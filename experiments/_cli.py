@@ -1,0 +1,49 @@
+"""Flag parsing shared by the experiment entry points (flags live only here)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from bnjax import config as config_lib
+from bnjax.config import TrainConfig
+
+
+def make_parser(doc: str, defaults: TrainConfig, *, workdir: str, seeds: int = 3) -> argparse.ArgumentParser:
+    """A parser with --workdir, --data, --seeds, --quiet and every config field."""
+    p = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--seeds N] [--quiet] [--SECTION.FIELD VALUE ...]")
+    p.add_argument("--workdir", default=workdir, help=f"experiment directory (default: {workdir})")
+    p.add_argument("--data", default=None,
+                   help="data source: digits | mnist | fashion_mnist | cifar10 | cifar100 | npz:PATH | idx:DIR "
+                        f"(default: {defaults.data.source})")
+    p.add_argument("--seeds", type=int, default=seeds, help=f"seeds per arm (default: {seeds})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    config_lib.add_flags(p, defaults)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, defaults: TrainConfig, argv: Sequence[str] | None = None
+          ) -> tuple[argparse.Namespace, TrainConfig]:
+    """Parse flags into ``(args, config)``; a bad value exits 2 naming the field."""
+    args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    try:
+        cfg = config_lib.from_flags(args, defaults)
+        changes = {}
+        if args.data is not None:
+            changes["data.source"] = args.data
+        if changes:
+            cfg = config_lib.replace(cfg, **changes)
+    except config_lib.ConfigError as e:
+        p.error(str(e))
+    return args, cfg
+
+
+def fail(message: str) -> None:
+    """Print an error for the user and exit 1 (a run-time problem, not a bad flag)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(1)

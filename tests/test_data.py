@@ -1,0 +1,95 @@
+"""Data sources (offline), the tfds path without the network, and the epoch sampler."""
+
+import gzip
+import struct
+from unittest import mock
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from bnjax import data
+
+
+def _write_idx(path, arr, gz):
+    magic = {1: 0x801, 3: 0x803}[arr.ndim]
+    raw = struct.pack(">I", magic) + b"".join(struct.pack(">I", s) for s in arr.shape) + arr.tobytes()
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(raw)
+
+
+def test_digits_is_real_and_normalised():
+    ds = data.load("digits")
+    assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (360, 8, 8, 1)
+    assert ds.x_train.dtype == np.float32 and set(np.unique(ds.y_train)) == set(range(10))
+    np.testing.assert_allclose(ds.x_train.mean(), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ds.x_train.std(), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_reader_round_trip(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for pre, n in (("train", 30), ("t10k", 10)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n, dtype=np.uint8)
+        suffix = ".gz" if gz else ""
+        _write_idx(tmp_path / f"{pre}-images-idx3-ubyte{suffix}", x, gz)
+        _write_idx(tmp_path / f"{pre}-labels-idx1-ubyte{suffix}", y, gz)
+        arrays[pre] = (x, y)
+    ds = data.load(f"idx:{tmp_path}")
+    np.testing.assert_array_equal(ds.y_train, arrays["train"][1])
+    raw = ds.x_train[..., 0] * ds.std + ds.mean
+    np.testing.assert_allclose(raw * 255, arrays["train"][0], atol=1e-3)
+
+
+def test_npz_and_padding(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_train=np.arange(20) % 10,
+             x_test=rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), y_test=np.arange(5))
+    ds = data.load(f"npz:{path}", image_size=32)
+    assert ds.x_train.shape == (20, 32, 32, 1)
+
+
+def test_tfds_source_through_mock_data():
+    with tfds.testing.mock_data(num_examples=16):
+        ds = data.load("mnist")
+    assert ds.x_train.shape == (16, 28, 28, 1) and ds.y_train.shape == (16,)
+    assert ds.y_train.min() >= 0 and ds.y_train.max() < 10
+
+
+def test_tfds_preparation_without_tensorflow_says_what_to_do():
+    err = ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+    with mock.patch.object(tfds, "data_source", side_effect=err):
+        with pytest.raises(RuntimeError, match="needs a module that is not installed .tensorflow.*idx:DIR"):
+            data.load("fashion_mnist")
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown data source 'imagenet'"):
+        data.load("imagenet")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        data.load(f"npz:{tmp_path}/missing.npz")
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((4, 8, 8)), y_train=np.array([0, 1, 2, 12]),
+             x_test=np.zeros((2, 8, 8)), y_test=np.array([0, 1]))
+    with pytest.raises(ValueError, match="labels outside"):
+        data.load(f"npz:{tmp_path}/bad.npz", num_classes=10)
+    with pytest.raises(ValueError, match="larger than image_size"):
+        data.load("digits", image_size=4)
+    _write_idx(tmp_path / "short", np.zeros((3, 2, 2), np.uint8), False)
+    raw = open(tmp_path / "short", "rb").read()
+    open(tmp_path / "short", "wb").write(raw[:-2])
+    with pytest.raises(ValueError, match="truncated"):
+        data.read_idx(str(tmp_path / "short"))
+
+
+def test_epoch_sampler_is_a_reproducible_permutation():
+    key = jax.random.PRNGKey(0)
+    a = np.asarray(data.epoch_batches(key, 3, 100, 32))
+    b = np.asarray(data.epoch_batches(key, 3, 100, 32))
+    c = np.asarray(data.epoch_batches(key, 4, 100, 32))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (3, 32) and len(np.unique(a)) == 96  # without replacement, last partial batch dropped
+    assert not np.array_equal(a, c)

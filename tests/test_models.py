@@ -1,0 +1,66 @@
+"""Models: variable collections, placement, initialisers, shape errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from bnjax.config import ModelConfig
+from bnjax.models import build_model
+
+
+def _vars(cfg, shape=(4, 28, 28, 1)):
+    return build_model(cfg).init(jax.random.PRNGKey(0), jnp.ones(shape), False)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "convnet"])
+@pytest.mark.parametrize("norm", ["none", "batch", "layer"])
+def test_batch_stats_exist_exactly_with_bn(arch, norm):
+    v = _vars(ModelConfig(arch=arch, norm=norm))
+    assert ("batch_stats" in v) == (norm == "batch")
+
+
+def test_layer_before_bn_has_no_bias_and_after_keeps_it():
+    before = _vars(ModelConfig(norm="batch", placement="before"))["params"]
+    after = _vars(ModelConfig(norm="batch", placement="after"))["params"]
+    plain = _vars(ModelConfig(norm="none"))["params"]
+    assert "bias" not in before["block0"]["linear"] and "scale" in before["block0"]["norm"]["norm"]
+    assert "bias" in after["block0"]["linear"]
+    assert "bias" in plain["block0"]["linear"]
+
+
+def test_mnist_mlp_shapes_match_the_paper():
+    p = _vars(ModelConfig(arch="mlp"))["params"]
+    shapes = [p[f"block{i}"]["linear"]["kernel"].shape for i in range(3)] + [p["head"]["kernel"].shape]
+    assert shapes == [(784, 100), (100, 100), (100, 100), (100, 10)]
+
+
+def test_placement_changes_what_the_sigmoid_sees():
+    """Variant A normalises the sigmoid's input: its pre-activation has zero batch mean."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (64, 20)) * 3 + 2
+    for placement, centred in (("before", True), ("after", False)):
+        model = build_model(ModelConfig(norm="batch", placement=placement, hidden=(30, 30)))
+        v = model.init(jax.random.PRNGKey(0), x, False)
+        _, coll = model.apply(v, x, True, mutable=["batch_stats", "intermediates"])
+        pre = np.asarray(coll["intermediates"]["block0"]["preact"][0])
+        assert (np.abs(pre.mean(0)).max() < 1e-4) == centred
+
+
+@pytest.mark.parametrize("init,check", [
+    ("normal", lambda w, fan_in: abs(w.std() - 0.05) < 0.005),
+    ("torch", lambda w, fan_in: abs(w).max() <= 1 / np.sqrt(fan_in) and abs(w).max() > 0.9 / np.sqrt(fan_in)),
+    ("xavier_uniform", lambda w, fan_in: abs(w).max() <= np.sqrt(6 / (784 + 100))),
+    ("lecun_normal", lambda w, fan_in: abs(w.std() - 1 / np.sqrt(fan_in)) < 0.1 / np.sqrt(fan_in)),
+])
+def test_initialisers(init, check):
+    w = np.asarray(_vars(ModelConfig(init=init, init_std=0.05))["params"]["block0"]["linear"]["kernel"])
+    assert check(w, 784)
+
+
+def test_convnet_handles_8_28_32_and_rejects_too_small():
+    for size in (8, 28, 32):
+        model = build_model(ModelConfig(arch="convnet", norm="batch"))
+        v = model.init(jax.random.PRNGKey(0), jnp.ones((2, size, size, 1)), False)
+        assert model.apply(v, jnp.ones((2, size, size, 1)), False).shape == (2, 10)
+    with pytest.raises(ValueError, match="H, W >= 4"):
+        build_model(ModelConfig(arch="convnet")).init(jax.random.PRNGKey(0), jnp.ones((2, 3, 3, 1)), False)

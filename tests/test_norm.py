@@ -1,0 +1,234 @@
+"""BatchNorm against independent references: numpy Algorithm 1/2, flax.linen.BatchNorm,
+numerical gradients and the BN paper's closed-form backward pass."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from bnjax import BatchNorm, population_statistics, torch_momentum_to_flax
+from bnjax.norm import MOMENTS_COLLECTION, batch_moments
+
+jax.config.update("jax_default_matmul_precision", "highest")
+EPS = 1e-5
+
+
+def np_bn_train(x, gamma, beta, eps=EPS):
+    """Algorithm 1 of Ioffe & Szegedy 2015 in float64 numpy, feature axis last."""
+    x = x.astype(np.float64)
+    axes = tuple(range(x.ndim - 1))
+    mu = x.mean(axes)
+    var = ((x - mu) ** 2).mean(axes)
+    xhat = (x - mu) / np.sqrt(var + eps)
+    return gamma * xhat + beta, mu, var
+
+
+def _init_apply(module, x, **kw):
+    variables = module.init(jax.random.PRNGKey(0), x)
+    return variables, module.apply(variables, x, mutable=["batch_stats"], **kw)
+
+
+@pytest.mark.parametrize("shape", [(32, 7), (8, 5, 6, 3)])
+def test_training_matches_numpy_algorithm1(shape):
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, shape).astype(np.float32)
+    gamma = rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32)
+    beta = rng.normal(size=shape[-1]).astype(np.float32)
+    bn = BatchNorm(use_running_average=False, momentum=0.9)
+    variables = bn.init(jax.random.PRNGKey(0), x)
+    variables = {"params": {"scale": gamma, "bias": beta}, "batch_stats": variables["batch_stats"]}
+    y, upd = bn.apply(variables, x, mutable=["batch_stats"])
+    y_ref, mu, var = np_bn_train(x, gamma, beta)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    # running stats: 0.9 * init + 0.1 * batch (Flax convention, biased variance)
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * mu, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 + 0.1 * var, rtol=1e-5)
+    assert variables["params"]["scale"].shape == (shape[-1],)  # one gamma per feature map
+
+
+@pytest.mark.parametrize("variance,fast", [("two_pass", False), ("one_pass", True)])
+@pytest.mark.parametrize("shape,axis", [((16, 10), -1), ((4, 6, 6, 5), -1), ((4, 5, 6, 6), 1)])
+def test_parity_with_flax(variance, fast, shape, axis):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(1.0, 2.0, shape).astype(np.float32))
+    ours = BatchNorm(use_running_average=False, momentum=0.8, axis=axis, variance=variance)
+    ref = nn.BatchNorm(use_running_average=False, momentum=0.8, axis=axis, use_fast_variance=fast)
+    v_ours = ours.init(jax.random.PRNGKey(0), x)
+    v_ref = ref.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(v_ours) == jax.tree.structure(v_ref)
+    params = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, shape[axis]), jnp.float32),
+              "bias": jnp.asarray(rng.normal(size=shape[axis]), jnp.float32)}
+    dy = jnp.asarray(rng.normal(size=shape).astype(np.float32))
+
+    def run(module, variables, x, p):
+        y, upd = module.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, mutable=["batch_stats"])
+        return y, upd["batch_stats"]
+
+    y1, s1 = run(ours, v_ours, x, params)
+    y2, s2 = run(ref, v_ref, x, params)
+    np.testing.assert_allclose(y1, y2, atol=1e-5)
+    for k in ("mean", "var"):
+        np.testing.assert_allclose(s1[k], s2[k], atol=1e-5)
+
+    def loss(module, variables):
+        return lambda x, p: jnp.sum(run(module, variables, x, p)[0] * dy)
+
+    g1 = jax.grad(loss(ours, v_ours), argnums=(0, 1))(x, params)
+    g2 = jax.grad(loss(ref, v_ref), argnums=(0, 1))(x, params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g1, g2)
+
+
+def test_gradients_numerical_and_closed_form():
+    rng = np.random.default_rng(2)
+    m, f = 12, 4
+    x = rng.normal(0.5, 1.5, (m, f))
+    gamma = rng.uniform(0.5, 2.0, f)
+    beta = rng.normal(size=f)
+    dy = rng.normal(size=(m, f))
+    bn = BatchNorm(use_running_average=False)
+    variables = bn.init(jax.random.PRNGKey(0), jnp.float32(x))
+
+    def f_out(x, g, b):
+        v = {"params": {"scale": g, "bias": b}, "batch_stats": variables["batch_stats"]}
+        return bn.apply(v, x, mutable=["batch_stats"])[0]
+
+    with jax.enable_x64():
+        check_grads(f_out, (jnp.asarray(x), jnp.asarray(gamma), jnp.asarray(beta)), order=1, modes=["rev"],
+                    atol=1e-6, rtol=1e-6)
+        _, vjp = jax.vjp(f_out, jnp.asarray(x), jnp.asarray(gamma), jnp.asarray(beta))
+        dx, dgamma, dbeta = vjp(jnp.asarray(dy))
+    # Backward pass of section 3 of the BN paper (chain rule written out).
+    mu = x.mean(0)
+    var = x.var(0)
+    xhat = (x - mu) / np.sqrt(var + EPS)
+    dxhat = dy * gamma
+    dvar = np.sum(dxhat * (x - mu) * -0.5 * (var + EPS) ** -1.5, 0)
+    dmu = np.sum(-dxhat / np.sqrt(var + EPS), 0) + dvar * np.mean(-2 * (x - mu), 0)
+    dx_ref = dxhat / np.sqrt(var + EPS) + dvar * 2 * (x - mu) / m + dmu / m
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(dgamma, np.sum(dy * xhat, 0), rtol=1e-8)
+    np.testing.assert_allclose(dbeta, dy.sum(0), rtol=1e-8)
+
+
+def test_eval_uses_running_stats_and_does_not_change_them():
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(10, 3)).astype(np.float32))
+    bn = BatchNorm()
+    variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=True)
+    stats = {"mean": jnp.array([1.0, -2.0, 0.5]), "var": jnp.array([4.0, 0.25, 1.0])}
+    variables = {"params": variables["params"], "batch_stats": stats}
+    y, upd = bn.apply(variables, x, use_running_average=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(y, (x - stats["mean"]) / np.sqrt(stats["var"] + EPS), rtol=1e-5, atol=1e-6)
+    jax.tree.map(np.testing.assert_array_equal, upd["batch_stats"], stats)
+
+
+def test_init_does_not_update_stats():
+    x = jnp.full((8, 3), 5.0) + jnp.arange(8.0)[:, None]
+    v = BatchNorm(use_running_average=False).init(jax.random.PRNGKey(0), x)
+    np.testing.assert_array_equal(v["batch_stats"]["mean"], np.zeros(3))
+    np.testing.assert_array_equal(v["batch_stats"]["var"], np.ones(3))
+
+
+def test_two_pass_stays_accurate_where_one_pass_does_not():
+    rng = np.random.default_rng(4)
+    x = (1e4 + rng.normal(size=(4096, 2))).astype(np.float32)
+    true_var = x.astype(np.float64).var(0)
+    _, v2, _ = batch_moments(jnp.asarray(x), (0,), algorithm="two_pass")
+    _, v1, _ = batch_moments(jnp.asarray(x), (0,), algorithm="one_pass")
+    assert np.max(np.abs(np.asarray(v2) / true_var - 1)) < 1e-3
+    assert np.max(np.abs(np.asarray(v1) / true_var - 1)) > 0.1
+
+
+def test_low_precision_input_uses_float32_statistics():
+    rng = np.random.default_rng(5)
+    x = rng.normal(3.0, 2.0, (64, 4)).astype(np.float32)
+    bn = BatchNorm(use_running_average=False, momentum=0.0)
+    v = bn.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.bfloat16))
+    y, upd = bn.apply(v, jnp.asarray(x, jnp.bfloat16), mutable=["batch_stats"])
+    assert upd["batch_stats"]["mean"].dtype == jnp.float32
+    xb = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), np.float64)
+    np.testing.assert_allclose(upd["batch_stats"]["var"], xb.var(0), rtol=1e-5)
+    assert y.dtype == jnp.float32  # params are float32: result promotes like flax
+    y16 = BatchNorm(use_running_average=False, dtype=jnp.bfloat16).apply(v, jnp.asarray(x, jnp.bfloat16),
+                                                                         mutable=["batch_stats"])[0]
+    assert y16.dtype == jnp.bfloat16
+
+
+def test_unbiased_running_variance_and_torch_momentum():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(5, 2)).astype(np.float32)
+    m_torch = 0.1
+    bn = BatchNorm(use_running_average=False, momentum=torch_momentum_to_flax(m_torch), running_var="unbiased")
+    v = bn.init(jax.random.PRNGKey(0), x)
+    _, upd = bn.apply(v, x, mutable=["batch_stats"])
+    # PyTorch: running_var = (1 - m) * running_var + m * unbiased batch variance
+    np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 * 1.0 + 0.1 * x.var(0, ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * x.mean(0), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="momentum"):
+        torch_momentum_to_flax(1.5)
+
+
+def test_masked_statistics_equal_statistics_of_the_kept_rows():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    keep = np.arange(10) < 6
+    mean, var, count = batch_moments(jnp.asarray(x), (0,), mask=jnp.asarray(keep)[:, None])
+    np.testing.assert_allclose(mean, x[keep].mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var, x[keep].var(0), rtol=1e-5)
+    assert float(count) == 6
+
+
+def test_bad_inputs_raise_clear_errors():
+    bn = BatchNorm(use_running_average=False)
+    with pytest.raises(ValueError, match="more than one value per feature"):
+        bn.init_with_output(jax.random.PRNGKey(0), jnp.ones((1, 4)))
+    with pytest.raises(ValueError, match="axis 3 does not exist"):
+        BatchNorm(use_running_average=False, axis=3).init(jax.random.PRNGKey(0), jnp.ones((4, 4)))
+    with pytest.raises(TypeError, match="floating-point"):
+        bn.init(jax.random.PRNGKey(0), jnp.ones((4, 4), jnp.int32))
+    with pytest.raises(ValueError, match="divide the batch"):
+        BatchNorm(use_running_average=False, virtual_batch_size=3).init(jax.random.PRNGKey(0), jnp.ones((8, 2)))
+
+
+class _Net(nn.Module):
+    norm: type
+
+    @nn.compact
+    def __call__(self, x, train):
+        x = nn.Dense(6, use_bias=False)(x)
+        x = self.norm(use_running_average=not train, momentum=0.9)(x)
+        return nn.Dense(3)(nn.relu(x))
+
+
+def test_drop_in_replacement_in_a_model():
+    rng = np.random.default_rng(8)
+    x = jnp.asarray(rng.normal(size=(16, 5)).astype(np.float32))
+    ours = _Net(BatchNorm)
+    ref = _Net(lambda **kw: nn.BatchNorm(use_fast_variance=False, **kw))
+    v = ours.init(jax.random.PRNGKey(1), x, False)
+    v2 = ref.init(jax.random.PRNGKey(1), x, False)
+    jax.tree.map(np.testing.assert_array_equal, v, v2)
+    (y1, u1), (y2, u2) = (m.apply(v, x, True, mutable=["batch_stats"]) for m in (ours, ref))
+    np.testing.assert_allclose(y1, y2, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), u1, u2)
+    np.testing.assert_allclose(ours.apply(v, x, False), ref.apply(v, x, False), atol=1e-5)
+
+
+def test_population_statistics_is_algorithm2():
+    rng = np.random.default_rng(9)
+    batches = [jnp.asarray(rng.normal(2.0, 3.0, (20, 4)).astype(np.float32)) for _ in range(5)]
+    net = _Net(BatchNorm)
+    v = net.init(jax.random.PRNGKey(0), batches[0], False)
+
+    def moments(xb):
+        return net.apply(v, xb, True, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]
+
+    stats = population_statistics(moments, v["batch_stats"], batches)
+    w = np.asarray(v["params"]["Dense_0"]["kernel"], np.float64)
+    hs = [np.asarray(b, np.float64) @ w for b in batches]
+    m = 20
+    np.testing.assert_allclose(stats["BatchNorm_0"]["mean"], np.mean([h.mean(0) for h in hs], 0), rtol=1e-5)
+    np.testing.assert_allclose(stats["BatchNorm_0"]["var"], m / (m - 1) * np.mean([h.var(0) for h in hs], 0),
+                               rtol=1e-5)
