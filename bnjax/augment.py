@@ -9,8 +9,9 @@ A pipeline is a tuple of frozen `Op`s, parsed from a spec such as
 * ``translate:PIX`` — pad by PIX and crop back at a random offset, i.e. a shift by up
   to PIX pixels in each direction (default p = 1).
 
-Options: ``p=`` (or ``@P``) probability; for rotate/translate ``fill=`` a constant or
-``edge`` (replicate), for rotate ``interp=bilinear|nearest``.
+Options: ``p=`` (or ``@P``) probability; for rotate/translate ``fill=`` ``edge``
+(default: replicate the border, which for digits is the background) or a constant in the
+units of the (standardised) images; for rotate ``interp=bilinear|nearest``.
 
 Randomness: `sample` draws, for every image and every op, its own apply/skip coin and
 its own parameter from *separate* keys (the coin never decides the angle, unlike
@@ -40,7 +41,7 @@ class Op:
     p: float
     amount: float = 0.0
     interp: str = "bilinear"
-    fill: float | str = 0.0
+    fill: float | str = "edge"
 
 
 Pipeline = tuple[Op, ...]
@@ -65,7 +66,7 @@ def parse_pipeline(spec: str) -> Pipeline:
         name, *args = part.split(":")
         if name not in OPS:
             raise ValueError(f"unknown augmentation op {name!r} in {raw!r}; choose from {OPS}")
-        amount, interp, fill = 0.0, "bilinear", 0.0
+        amount, interp, fill = 0.0, "bilinear", "edge"
         for arg in args:
             key, eq, val = arg.partition("=")
             if not eq:

@@ -82,7 +82,8 @@ def recompute_batch_stats(model: nn.Module, variables: dict, train_x: Array, *, 
     Returns:
       New ``batch_stats`` with the population statistics.
     """
-    idx = data_lib.epoch_batches(key, -1, train_x.shape[0], batch_size)
+    # A reserved epoch number: an order of the training set no training epoch uses.
+    idx = data_lib.epoch_batches(key, 2**31 - 1, train_x.shape[0], batch_size)
     if num_batches > idx.shape[0]:
         raise ValueError(f"population statistics: {num_batches} batches asked, one epoch has {idx.shape[0]}")
     batches = (train_x[idx[i]] for i in range(num_batches))

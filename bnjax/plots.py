@@ -95,3 +95,29 @@ def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str, *, layer: str, u
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def image_grid(rows: Mapping[str, np.ndarray], path: str, *, title: str = "") -> str:
+    """A grid of images: one row per entry (its name on the left), one column per image.
+    Images are (N, H, W, C) with C in (1, 3); each is shown with its own min-max scaling.
+    Returns ``path``."""
+    names = list(rows)
+    n = len(next(iter(rows.values())))
+    fig, axes = plt.subplots(len(names), n, figsize=(1.4 * n + 1.2, 1.45 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        for c in range(n):
+            img = np.asarray(rows[name][c], dtype=np.float32)
+            img = (img - img.min()) / max(float(img.max() - img.min()), 1e-8)
+            ax = axes[r, c]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1,
+                      interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -74,14 +74,14 @@ def prepare(workdir: str, cfg: Any) -> None:
       PermissionError: the workdir cannot be written.
       RunMismatchError: it already holds a run of another config.
     """
-    os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".write_test{os.getpid()}")
     try:
+        os.makedirs(workdir, exist_ok=True)
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as e:
-        raise PermissionError(f"cannot write to workdir {workdir}: {e.strerror}") from None
+        raise PermissionError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         old = config_lib.from_dict(type(cfg), read_json(path))

@@ -1,0 +1,44 @@
+"""The lecture's augmentation figure: images in rows of original / horizontal flip /
+vertical flip / rotation, computed with bnjax.augment on the device.
+
+    python -m experiments.augment_grid --data mnist --out runs/augment_grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import jax
+import jax.numpy as jnp
+
+from bnjax import augment, data, plots
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="digits", help="data source (default: digits)")
+    p.add_argument("--out", default="runs/augment_grid.png", help="PNG to write")
+    p.add_argument("--n", type=int, default=8, help="images per row (default: 8)")
+    p.add_argument("--degrees", type=float, default=30.0, help="rotation range +-DEG (default: 30)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.n < 1:
+        p.error("--n must be >= 1")
+    try:
+        ds = data.load(args.data)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        p.error(str(e))
+    x = jnp.asarray(ds.x_test[: args.n])
+    key = jax.random.PRNGKey(args.seed)
+    rows = {"original": x}
+    for name, spec in (("horizontal flip", "hflip@1"), ("vertical flip", "vflip@1"),
+                       (f"rotation ±{args.degrees:g}°", f"rotate:{args.degrees:g}")):
+        rows[name] = augment.augment(key, x, augment.parse_pipeline(spec))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    plots.image_grid(rows, args.out, title=f"Data augmentation on {args.data} (bnjax.augment, on the device)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
