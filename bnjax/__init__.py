@@ -2,15 +2,16 @@
 
 Main entry points: `BatchNorm` (ours, a drop-in for flax.linen.BatchNorm),
 `population_statistics` (Algorithm 2), `fit` (train a config), `load_run` and
-`evaluate_run` (analysis of a finished run in a Python session).
+`evaluate` (analysis of a finished run in a Python session).
 """
 
+from bnjax.analysis import LoadedRun, evaluate, load_run
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.loop import fit
 from bnjax.norm import BatchNorm, population_statistics, torch_momentum_to_flax
 from bnjax.renorm import BatchRenorm
 
 __all__ = [
-    "BatchNorm", "BatchRenorm", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "fit",
+    "BatchNorm", "BatchRenorm", "LoadedRun", "evaluate", "load_run", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "fit",
     "population_statistics", "torch_momentum_to_flax",
 ]

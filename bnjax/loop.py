@@ -106,6 +106,8 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     if cfg.data.batch_size > dev["x_train"].shape[0]:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} exceeds the {dev['x_train'].shape[0]} "
                          f"training examples of {ds.name}")
+    if workdir:
+        runlog.update_meta(workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name)
     model = model_for(cfg.model)
     tx = optimizer_for(cfg.optim, cfg.steps)
     pipeline = aug.parse_pipeline(cfg.data.augment)

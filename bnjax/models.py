@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from bnjax.conv import Conv, max_pool
 from bnjax.norm import BatchNorm
 
 Array = jax.Array
@@ -161,6 +162,7 @@ class ConvNet(nn.Module):
     placement: str = "before"
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     dropout: float = 0.0
+    conv_impl: str = "auto"  # bnjax.conv: im2col on CPU, XLA's convolution elsewhere
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -176,9 +178,9 @@ class ConvNet(nn.Module):
             )
         act = ACTIVATIONS[self.activation]
         for i, (ch, k) in enumerate(zip(self.channels, self.kernels, strict=True)):
-            conv = partial(nn.Conv, ch, (k, k), padding="SAME", kernel_init=self.kernel_init)
+            conv = partial(Conv, ch, (k, k), kernel_init=self.kernel_init, impl=self.conv_impl)
             x = _Block(conv, self.norm, self.placement, act, name=f"conv{i}")(x, train)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+            x = max_pool(x, self.conv_impl)
         x = x.reshape((x.shape[0], -1))
         dense = partial(nn.Dense, self.dense, kernel_init=self.kernel_init)
         x = _Block(dense, self.norm, self.placement, act, name="fc")(x, train)
@@ -207,5 +209,6 @@ def build_model(cfg: Any, *, axis_name: str | None = None) -> nn.Module:
     if cfg.arch == "mlp":
         return MLP(hidden=tuple(cfg.hidden), **common)
     if cfg.arch == "convnet":
-        return ConvNet(channels=tuple(cfg.channels), kernels=tuple(cfg.kernels), dense=cfg.dense, **common)
+        return ConvNet(channels=tuple(cfg.channels), kernels=tuple(cfg.kernels), dense=cfg.dense,
+                       conv_impl=cfg.conv_impl, **common)
     raise ValueError(f"unknown arch {cfg.arch!r}; choose from ('mlp', 'convnet')")

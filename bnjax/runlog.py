@@ -99,6 +99,14 @@ def prepare(workdir: str, cfg: Any) -> None:
     })
 
 
+def update_meta(workdir: str, **fields: Any) -> None:
+    """Add fields to ``meta.json`` (e.g. the input shape, needed to rebuild the state)."""
+    path = os.path.join(workdir, "meta.json")
+    meta = read_json(path) if os.path.exists(path) else {}
+    meta.update(fields)
+    write_json(path, meta)
+
+
 def append_metrics(workdir: str, record: dict) -> None:
     """Append one evaluation record to ``metrics.jsonl`` (flushed and fsynced)."""
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:

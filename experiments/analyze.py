@@ -1,0 +1,78 @@
+"""Compare finished runs without retraining: a table of final/best accuracy and a figure
+of their curves.
+
+    python -m experiments.analyze runs/fig1/without_bn/seed_0 runs/fig1/with_bn/seed_0 --out runs/compare.png
+    python -m experiments.analyze runs/fig1/with_bn/seed_0 --evaluate --population-batches 50
+
+Each argument is a run directory (or an experiment directory: every run below it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+
+from bnjax import analysis, experiment, plots, runlog
+from experiments.bench._timing import table
+
+
+def find_runs(paths: list[str]) -> list[str]:
+    """Run directories named by, or found below, each path."""
+    out = []
+    for p in paths:
+        if os.path.exists(os.path.join(p, "config.json")):
+            out.append(p)
+        else:
+            found = sorted(os.path.dirname(c) for c in glob.glob(os.path.join(p, "**", "config.json"),
+                                                                 recursive=True))
+            if not found:
+                raise FileNotFoundError(f"no bnjax run in {p}")
+            out.extend(found)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="run or experiment directories")
+    p.add_argument("--out", default=None, help="PNG of the curves (default: no figure)")
+    p.add_argument("--evaluate", action="store_true", help="reload each checkpoint and evaluate it on the test set")
+    p.add_argument("--population-batches", type=int, default=0,
+                   help="with --evaluate: also evaluate with Algorithm 2 statistics over this many batches")
+    args = p.parse_args(argv)
+    try:
+        dirs = find_runs(args.runs)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    rows, arms = [], {}
+    for d in dirs:
+        hist = runlog.read_metrics(d)
+        res_path = os.path.join(d, "results.json")
+        s = runlog.read_json(res_path) if os.path.exists(res_path) else {}
+        row = [d, str(s.get("final_step", "running")), _pct(s.get("final_test_accuracy")),
+               _pct(s.get("best_test_accuracy")), str(s.get("diverged_at") or "")]
+        if args.evaluate:
+            run = analysis.load_run(d)
+            row.append(_pct(analysis.evaluate(run)["accuracy"]))
+            if args.population_batches:
+                row.append(_pct(analysis.evaluate(run, population_batches=args.population_batches)["accuracy"]))
+        rows.append(row)
+        cfg = runlog.read_json(os.path.join(d, "config.json"))
+        arms[d] = [experiment.Run(d, cfg["seed"], None, hist, s)]
+    header = ["run", "final step", "final test acc %", "best test acc %", "diverged at"]
+    if args.evaluate:
+        header.append("reloaded test acc %")
+        if args.population_batches:
+            header.append("with population stats %")
+    print(table(header, rows))
+    if args.out:
+        plots.curves_figure(arms, args.out, title="runs compared")
+        print(f"figure: {args.out}")
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{v * 100:.2f}"
+
+
+if __name__ == "__main__":
+    main()
