@@ -1,0 +1,111 @@
+"""Checkpoints in real use: SIGKILL mid-run then resume, Ctrl-C saves, load_run/evaluate."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import bnjax
+from bnjax import config as C
+from bnjax.checkpoint import Checkpoints
+
+CFG = C.TrainConfig(
+    model=C.ModelConfig(arch="mlp", hidden=(64, 64), norm="batch", activation="relu", dropout=0.1),
+    optim=C.OptimConfig(name="adam", learning_rate=1e-3),
+    data=C.DataConfig(source="digits", batch_size=32, augment="rotate:10"),
+    steps=4000, eval_every=100, keep_checkpoints=3,
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = """
+import json, sys
+from bnjax import config as C, fit
+cfg = C.from_dict(C.TrainConfig, json.loads(sys.argv[1]))
+fit(cfg, sys.argv[2], progress=False)
+"""
+
+
+def _start(cfg, workdir):
+    return subprocess.Popen([sys.executable, "-c", CHILD, json.dumps(C.to_dict(cfg)), workdir], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_checkpoint(workdir, min_step, proc, timeout=120):
+    ckdir = os.path.join(workdir, "checkpoints")
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"child ended early: {proc.stdout.read()}")
+        if os.path.isdir(ckdir) and any(d.isdigit() and int(d) >= min_step for d in os.listdir(ckdir)):
+            return
+        time.sleep(0.05)
+    pytest.fail("no checkpoint appeared")
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    killed = str(tmp_path / "killed")
+    proc = _start(CFG, killed)
+    _wait_for_checkpoint(killed, 300, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(killed, "results.json"))  # it really was cut short
+    resumed = bnjax.fit(CFG, killed, progress=False)
+    straight = bnjax.fit(CFG, str(tmp_path / "straight"), progress=False)
+    assert _same(resumed.state.params, straight.state.params)
+    assert _same(resumed.state.batch_stats, straight.state.batch_stats)
+    assert _same(resumed.state.opt_state, straight.state.opt_state)
+    steps = [r["step"] for r in bnjax.runlog.read_metrics(killed)]
+    assert steps == list(range(100, 4001, 100))  # no duplicated or lost records
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_so(tmp_path):
+    wd = str(tmp_path / "run")
+    proc = _start(CFG, wd)
+    _wait_for_checkpoint(wd, 200, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "interrupted: checkpoint saved at step" in out
+    step = int(out.split("checkpoint saved at step ")[1].split()[0])
+    store = Checkpoints(os.path.join(wd, "checkpoints"), keep=3)
+    assert step in store.steps()
+    store.close()
+
+
+def test_load_run_and_evaluate_round_trip(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=300)
+    res = bnjax.fit(cfg, str(tmp_path), progress=False)
+    run = bnjax.load_run(str(tmp_path))
+    assert run.step == 300 and run.config == cfg and len(run.history) == 3
+    assert _same(run.state.params, res.state.params)
+    ev = bnjax.evaluate(run)
+    assert abs(ev["accuracy"] - res.summary["final_test_accuracy"]) < 1e-6
+    pop = bnjax.evaluate(run, population_batches=20)
+    assert 0.5 < pop["accuracy"] <= 1.0
+    best = bnjax.load_run(str(tmp_path), step="best")
+    accs = {r["step"]: r["test_accuracy"] for r in run.history}
+    assert accs[best.step] == max(accs[s] for s in accs if s in (100, 200, 300))
+    with pytest.raises(FileNotFoundError, match="no checkpoint for step 7"):
+        bnjax.load_run(str(tmp_path), step=7)
+
+
+def test_keeps_the_last_k_plus_the_best(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=600, keep_checkpoints=2, optim=C.OptimConfig(name="sgd", learning_rate=3.0))
+    res = bnjax.fit(cfg, str(tmp_path), progress=False)
+    accs = {r["step"]: r["test_accuracy"] for r in res.history if "test_accuracy" in r}
+    best = max(accs, key=accs.get)
+    store = Checkpoints(os.path.join(tmp_path, "checkpoints"), keep=2)
+    kept = store.steps()
+    store.close()
+    last = sorted(accs)[-2:]
+    assert set(last) <= set(kept) and best in kept and set(kept) <= set(last) | {best}
