@@ -1,12 +1,16 @@
 """Experiments as arms x seeds of `fit`, with results that survive interruption.
 
-Each run lives in ``WORKDIR/ARM/seed_S``. A run whose ``results.json`` exists is read
-back, not retrained; an interrupted run resumes from its checkpoint. Data are loaded
+Each run lives in ``POOL/<config hash>/seed_S`` (the hash covers every field but the
+seed), so experiments that share an arm (the reproduction suite's placement and
+with/without-BN experiments, say) train it once. A run whose ``results.json`` exists is
+read back, not retrained; an interrupted run resumes from its checkpoint. Data are loaded
 once per distinct data config and shared (on the device) by all runs that use it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnjax import data as data_lib
+from bnjax import config as config_lib
 from bnjax import runlog
 from bnjax.config import TrainConfig
 from bnjax.loop import fit, load_dataset
@@ -30,18 +35,26 @@ class Run:
     summary: dict
 
 
-def run_dir(workdir: str, arm: str, seed: int) -> str:
-    return os.path.join(workdir, arm, f"seed_{seed}")
+def config_hash(cfg: TrainConfig) -> str:
+    """A short hash of every config field except the seed."""
+    d = config_lib.to_dict(cfg)
+    d.pop("seed")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], workdir: str, *,
+def run_dir(pool: str, cfg: TrainConfig, seed: int) -> str:
+    """Where the run of ``cfg`` with ``seed`` lives inside a run pool."""
+    return os.path.join(pool, config_hash(cfg), f"seed_{seed}")
+
+
+def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *,
              progress: bool = True) -> dict[str, list[Run]]:
     """Train every arm with every seed (``dataclasses.replace(cfg, seed=s)``).
 
     Args:
       arms: arm name -> config (its ``seed`` is replaced by each of ``seeds``).
       seeds: the seeds.
-      workdir: experiment directory.
+      pool: directory of runs, shared between experiments.
       progress: show progress bars.
     Returns:
       arm -> list of `Run`, one per seed.
@@ -57,7 +70,7 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], workdir: str
         for seed in seeds:
             k += 1
             cfg = replace(base, seed=seed)
-            rdir = run_dir(workdir, arm, seed)
+            rdir = run_dir(pool, cfg, seed)
             if os.path.exists(os.path.join(rdir, "results.json")):
                 out[arm].append(Run(arm, seed, cfg, runlog.read_metrics(rdir),
                                     runlog.read_json(os.path.join(rdir, "results.json"))))
@@ -100,8 +113,39 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def fmt(mean: float, std: float, *, pct: bool = True) -> str:
-    """``"98.21 ± 0.05"`` (percent by default)."""
+    """``"98.21 ± 0.05"`` (percent by default; otherwise 3 significant digits)."""
     if not np.isfinite(mean):
         return "—"
-    k = 100.0 if pct else 1.0
-    return f"{mean * k:.2f} ± {std * k:.2f}"
+    if not pct:
+        return f"{mean:.3g} ± {std:.2g}"
+    return f"{mean * 100:.2f} ± {std * 100:.2f}"
+
+
+def summarize(runs: Mapping[str, Sequence[Run]]) -> dict:
+    """Per-arm statistics over seeds, JSON-ready: final and best test accuracy, final
+    training loss (mean, std), divergence steps, and the mean/std curves."""
+    out = {}
+    for arm, rs in runs.items():
+        acc_steps, acc_mean, acc_std = curve(rs, "test_accuracy")
+        loss_steps, loss_mean, loss_std = curve(rs, "train_loss")
+        out[arm] = {
+            "seeds": [r.seed for r in rs],
+            "final_test_accuracy": mean_std([r.summary["final_test_accuracy"] for r in rs
+                                             if r.summary["diverged_at"] is None]),
+            "best_test_accuracy": mean_std([r.summary["best_test_accuracy"] for r in rs]),
+            "final_train_loss": mean_std([r.summary["final_train_loss"] for r in rs
+                                          if r.summary["diverged_at"] is None]),
+            "diverged_at": [r.summary["diverged_at"] for r in rs],
+            "train_seconds": float(np.sum([r.summary["train_seconds"] for r in rs])),
+            "curves": {"steps": acc_steps.tolist(), "test_accuracy": [acc_mean.tolist(), acc_std.tolist()],
+                       "loss_steps": loss_steps.tolist(), "train_loss": [loss_mean.tolist(), loss_std.tolist()]},
+        }
+    return out
+
+
+def first_reach(steps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
+    """The first step whose value is >= threshold (None if never)."""
+    for s, v in zip(steps, values, strict=True):
+        if v >= threshold - 1e-12:
+            return int(s)
+    return None

@@ -47,3 +47,38 @@ def fail(message: str) -> None:
     """Print an error for the user and exit 1 (a run-time problem, not a bad flag)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(1)
+
+
+def experiment_parser(doc: str, *, workdir: str) -> argparse.ArgumentParser:
+    """Flags of the lecture experiments: --workdir, --data, --quick, --seeds, --quiet."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", default=workdir, help=f"output directory (default: {workdir})")
+    p.add_argument("--data", default=None,
+                   help="mnist (default), fashion_mnist, npz:PATH, idx:DIR, digits; --quick implies digits")
+    p.add_argument("--quick", action="store_true", help="short schedules on the offline digits data set")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def data_source(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The data source the flags ask for, validated (exit 2 on a bad one)."""
+    if args.seeds < 1:
+        p.error(f"--seeds must be >= 1, got {args.seeds}")
+    source = args.data or ("digits" if args.quick else "mnist")
+    from bnjax import data
+
+    try:
+        data.parse_source(source)
+    except ValueError as e:
+        p.error(str(e))
+    return source
+
+
+def print_arms(arms: dict) -> None:
+    """One line per arm: final test accuracy and training loss, mean ± std over seeds."""
+    for arm, a in arms.items():
+        (m, s), (lm, ls) = a["final_test_accuracy"], a["final_train_loss"]
+        div = [d for d in a["diverged_at"] if d is not None]
+        extra = f"  diverged in {len(div)}/{len(a['diverged_at'])} seeds (step {min(div)})" if div else ""
+        print(f"{arm:>28}: test accuracy {m * 100:6.2f} ± {s * 100:.2f}%  train loss {lm:.4f} ± {ls:.4f}{extra}")

@@ -1,0 +1,66 @@
+"""BN before versus after the nonlinearity (the lecture's variants A and B), versus no BN,
+for the BN paper's sigmoid MLP and for the ReLU ConvNet. Same optimiser and schedule
+for every arm; 3 seeds.
+
+    python -m experiments.placement --workdir runs/placement --data mnist       # full
+    python -m experiments.placement --workdir runs/placement --quick            # digits, seconds
+
+Expect BN (either placement) above no BN for the sigmoid MLP; on MNIST the ConvNet arms
+end close together. Writes placement_mlp.png, placement_convnet.png, results.json.
+"""
+
+from __future__ import annotations
+
+import os
+
+from bnjax import experiment, plots, runlog
+from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
+from experiments import _cli
+
+
+def bases(quick: bool, data: str) -> dict[str, TrainConfig]:
+    """The MLP (Figure 1 setting, shorter) and the ConvNet (SGD + momentum)."""
+    mlp = TrainConfig(
+        model=ModelConfig(arch="mlp", activation="sigmoid", init="normal", init_std=0.05),
+        optim=OptimConfig(name="sgd", learning_rate=0.1),
+        data=DataConfig(source=data, batch_size=60),
+        steps=2_000 if quick else 10_000, eval_every=100 if quick else 250, checkpoint_every=0)
+    cnn = TrainConfig(
+        model=ModelConfig(arch="convnet", activation="relu", init="lecun_normal"),
+        optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9),
+        data=DataConfig(source=data, batch_size=32 if quick else 60),
+        steps=600 if quick else 3_000, eval_every=50 if quick else 100)
+    return {"MLP": mlp, "ConvNet": cnn}
+
+
+def arms(base: TrainConfig, net: str) -> dict[str, TrainConfig]:
+    return {f"{net} no BN": replace(base, **{"model.norm": "none"}),
+            f"{net} BN before (A)": replace(base, **{"model.norm": "batch", "model.placement": "before"}),
+            f"{net} BN after (B)": replace(base, **{"model.norm": "batch", "model.placement": "after"})}
+
+
+def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
+        progress: bool = True) -> dict:
+    os.makedirs(workdir, exist_ok=True)
+    results = {"figures": {}, "arms": {}}
+    for net, base in bases(quick, data).items():
+        runs = experiment.run_arms(arms(base, net), range(seeds), pool or os.path.join(workdir, "runs"),
+                                   progress=progress)
+        fig = plots.curves_figure(runs, os.path.join(workdir, f"placement_{net.lower()}.png"),
+                                  title=f"{net}: BN before vs after the nonlinearity ({data})")
+        results["figures"][net] = os.path.basename(fig)
+        results["arms"].update(experiment.summarize(runs))
+    runlog.write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+def main(argv=None) -> None:
+    p = _cli.experiment_parser(__doc__, workdir="runs/placement")
+    args = p.parse_args(argv)
+    res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
+              progress=not args.quiet)
+    _cli.print_arms(res["arms"])
+
+
+if __name__ == "__main__":
+    main()
