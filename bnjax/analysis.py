@@ -24,7 +24,7 @@ from bnjax.checkpoint import Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluate import evaluate as evaluate_arrays
 from bnjax.evaluate import recompute_batch_stats
-from bnjax.loop import load_dataset, model_for, optimizer_for
+from bnjax.loop import eval_model_for, load_dataset, model_for, optimizer_for
 from bnjax.train import DATA, TrainState, create_state
 
 
@@ -42,7 +42,7 @@ class LoadedRun:
     @property
     def model(self) -> Any:
         """The Flax module (``run.model.apply(run.state.variables, x, False)``)."""
-        return model_for(self.config.model)
+        return eval_model_for(self.config.model)
 
 
 def load_run(workdir: str, *, step: int | str = "latest") -> LoadedRun:

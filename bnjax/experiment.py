@@ -48,7 +48,7 @@ def run_dir(pool: str, cfg: TrainConfig, seed: int) -> str:
 
 
 def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *,
-             progress: bool = True) -> dict[str, list[Run]]:
+             progress: bool = True, steps: int | None = None) -> dict[str, list[Run]]:
     """Train every arm with every seed (``dataclasses.replace(cfg, seed=s)``).
 
     Args:
@@ -56,6 +56,7 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *
       seeds: the seeds.
       pool: directory of runs, shared between experiments.
       progress: show progress bars.
+      steps: if given, every arm runs this many steps (smoke tests, short trials).
     Returns:
       arm -> list of `Run`, one per seed.
     """
@@ -70,6 +71,9 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *
         for seed in seeds:
             k += 1
             cfg = replace(base, seed=seed)
+            if steps is not None:
+                cfg = replace(cfg, steps=steps, eval_every=min(cfg.eval_every, steps),
+                              checkpoint_every=min(cfg.checkpoint_every, steps))
             rdir = run_dir(pool, cfg, seed)
             if os.path.exists(os.path.join(rdir, "results.json")):
                 out[arm].append(Run(arm, seed, cfg, runlog.read_metrics(rdir),

@@ -47,6 +47,16 @@ def model_for(model_cfg: Any) -> Any:
     return build_model(model_cfg)
 
 
+def eval_model_for(model_cfg: Any) -> Any:
+    """The model used by evaluation calls, which run at the top level of a jitted
+    function rather than inside a loop: there XLA:CPU's native convolution is fast (10k
+    MNIST images in 0.22 s versus 1.8 s for im2col; inside ``lax.scan`` the ranking
+    reverses), so "auto" means XLA's convolution here. Same parameters either way."""
+    if getattr(model_cfg, "conv_impl", None) == "auto":
+        model_cfg = dataclasses.replace(model_cfg, conv_impl="xla")
+    return model_for(model_cfg)
+
+
 @functools.lru_cache(maxsize=64)
 def optimizer_for(optim_cfg: Any, total_steps: int) -> Any:
     """The optimiser of a config, cached so equal configs share compiled steps."""
@@ -108,7 +118,7 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
                          f"training examples of {ds.name}")
     if workdir:
         runlog.update_meta(workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name)
-    model = model_for(cfg.model)
+    model, eval_model = model_for(cfg.model), eval_model_for(cfg.model)
     tx = optimizer_for(cfg.optim, cfg.steps)
     pipeline = aug.parse_pipeline(cfg.data.augment)
     state = create_state(model, tx, dev["x_train"][: cfg.data.batch_size], cfg.seed)
@@ -156,7 +166,7 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
                 if workdir:
                     runlog.append_metrics(workdir, rec)
                 break
-            rec = _evaluation(cfg, model, state, dev, probe_x, step, losses, accs, time.perf_counter() - t0)
+            rec = _evaluation(cfg, eval_model, state, dev, probe_x, step, losses, accs, time.perf_counter() - t0)
             history.append(rec)
             if workdir:
                 runlog.append_metrics(workdir, rec)
@@ -173,9 +183,9 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     finally:
         bar.close()
 
-    summary = _summary(cfg, model, state, dev, history, diverged_at, time.perf_counter() - t0)
+    summary = _summary(cfg, history, diverged_at, time.perf_counter() - t0)
     if cfg.population_stats_batches and diverged_at is None and state.batch_stats:
-        state = _with_population_stats(cfg, model, state, dev, summary)
+        state = _with_population_stats(cfg, eval_model, state, dev, summary)
     if workdir:
         store.close()
         runlog.write_json(os.path.join(workdir, "results.json"), summary)
@@ -202,7 +212,7 @@ def _evaluation(cfg, model, state, dev, probe_x, step, losses, accs, elapsed) ->
     }
 
 
-def _summary(cfg, model, state, dev, history, diverged_at, elapsed) -> dict:
+def _summary(cfg, history, diverged_at, elapsed) -> dict:
     evals = [r for r in history if "test_accuracy" in r]
     best = max(evals, key=lambda r: r["test_accuracy"]) if evals else None
     return {

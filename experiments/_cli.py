@@ -58,6 +58,7 @@ def experiment_parser(doc: str, *, workdir: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="short schedules on the offline digits data set")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--steps", type=int, default=None, help="override every arm's training steps (smoke tests)")
     return p
 
 
@@ -65,6 +66,8 @@ def data_source(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
     """The data source the flags ask for, validated (exit 2 on a bad one)."""
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if args.steps is not None and args.steps < 1:
+        p.error(f"--steps must be >= 1, got {args.steps}")
     source = args.data or ("digits" if args.quick else "mnist")
     from bnjax import data
 

@@ -26,7 +26,7 @@ def base(quick: bool, data: str) -> TrainConfig:
         model=ModelConfig(arch="convnet", activation="relu", init="torch"),
         optim=OptimConfig(name="sgd", learning_rate=0.01),
         data=DataConfig(source=data, batch_size=32 if quick else 60),
-        steps=400 if quick else 2_000, eval_every=25 if quick else 100)
+        steps=400 if quick else 2_000, eval_every=25 if quick else 100, checkpoint_every=1_000)
 
 
 def arms(b: TrainConfig) -> dict[str, TrainConfig]:
@@ -35,10 +35,10 @@ def arms(b: TrainConfig) -> dict[str, TrainConfig]:
 
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, steps: int | None = None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     runs = experiment.run_arms(arms(base(quick, data)), range(seeds), pool or os.path.join(workdir, "runs"),
-                               progress=progress)
+                               progress=progress, steps=steps)
     fig = plots.curves_figure(runs, os.path.join(workdir, "ablation.png"),
                               title=f"Comparison of methods on the ConvNet ({data})")
     results = {"figures": {"curves": os.path.basename(fig)}, "arms": experiment.summarize(runs)}
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     p = _cli.experiment_parser(__doc__, workdir="runs/ablation")
     args = p.parse_args(argv)
     res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet)
+              progress=not args.quiet, steps=args.steps)
     _cli.print_arms(res["arms"])
 
 

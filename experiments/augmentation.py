@@ -26,16 +26,16 @@ def base(quick: bool, data: str) -> TrainConfig:
         model=ModelConfig(arch="convnet", activation="relu", norm="batch"),
         optim=OptimConfig(name="adam", learning_rate=1e-3),
         data=DataConfig(source=data, batch_size=32 if quick else 60),
-        steps=600 if quick else 3_000, eval_every=50 if quick else 100)
+        steps=600 if quick else 3_000, eval_every=50 if quick else 100, checkpoint_every=1_000)
 
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, steps: int | None = None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     augment_grid.main(["--data", data, "--out", os.path.join(workdir, "grid.png")])
     b = base(quick, data)
     arms = {name: replace(b, **{"data.augment": spec}) for name, spec in PIPELINES.items()}
-    runs = experiment.run_arms(arms, range(seeds), pool or os.path.join(workdir, "runs"), progress=progress)
+    runs = experiment.run_arms(arms, range(seeds), pool or os.path.join(workdir, "runs"), progress=progress, steps=steps)
     fig = plots.curves_figure(runs, os.path.join(workdir, "augmentation.png"),
                               title=f"BN ConvNet with on-device augmentation ({data})")
     results = {"figures": {"grid": "grid.png", "curves": os.path.basename(fig)},
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     p = _cli.experiment_parser(__doc__, workdir="runs/augmentation")
     args = p.parse_args(argv)
     res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet)
+              progress=not args.quiet, steps=args.steps)
     _cli.print_arms(res["arms"])
 
 

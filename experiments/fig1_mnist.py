@@ -39,11 +39,13 @@ def arms(base: TrainConfig) -> dict[str, TrainConfig]:
             "with_bn": replace(base, **{"model.norm": "batch", "model.placement": "before"})}
 
 
-def run(base: TrainConfig, workdir: str, seeds: int, *, pool: str | None = None, progress: bool = True) -> dict:
+def run(base: TrainConfig, workdir: str, seeds: int, *, pool: str | None = None, progress: bool = True,
+        steps: int | None = None) -> dict:
     """Train both arms (runs kept in ``pool``, default WORKDIR/runs), draw the figure,
     write results.json; returns the results."""
     os.makedirs(workdir, exist_ok=True)
-    runs = experiment.run_arms(arms(base), range(seeds), pool or os.path.join(workdir, "runs"), progress=progress)
+    runs = experiment.run_arms(arms(base), range(seeds), pool or os.path.join(workdir, "runs"),
+                                 progress=progress, steps=steps)
     layer = f"block{len(base.model.hidden) - 1}"
     plots.figure1(runs["without_bn"], runs["with_bn"], os.path.join(workdir, "fig1.png"),
                   layer=layer, unit=base.probe_unit)

@@ -35,7 +35,7 @@ def base(quick: bool, data: str) -> TrainConfig:
         optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9, schedule="exponential",
                           decay_rate=0.5, decay_steps=steps // 3, weight_decay=5e-4),
         data=DataConfig(source=data, batch_size=32 if quick else 60),
-        steps=steps, eval_every=25 if quick else 100)
+        steps=steps, eval_every=25 if quick else 100, checkpoint_every=1_000)
 
 
 def arms(b: TrainConfig) -> dict[str, TrainConfig]:
@@ -66,10 +66,10 @@ def table(arm_stats: dict) -> dict:
 
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, steps: int | None = None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     runs = experiment.run_arms(arms(base(quick, data)), range(seeds), pool or os.path.join(workdir, "runs"),
-                               progress=progress)
+                               progress=progress, steps=steps)
     fig = plots.curves_figure(runs, os.path.join(workdir, "lr_table.png"),
                               title=f"BN paper's learning-rate arms, small scale ({data})")
     stats = experiment.summarize(runs)
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     p = _cli.experiment_parser(__doc__, workdir="runs/lr_table")
     args = p.parse_args(argv)
     res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet)
+              progress=not args.quiet, steps=args.steps)
     t = res["table"]
     print(f"target = Baseline's best mean test accuracy {t['target_accuracy'] * 100:.2f}%")
     for arm, r in t["rows"].items():

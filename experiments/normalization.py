@@ -18,18 +18,19 @@ from experiments import _cli, fig1_mnist, placement
 
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, steps: int | None = None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     pool = pool or os.path.join(workdir, "runs")
     b = placement.bases(quick, data)["ConvNet"]
     arms = {"without BN": replace(b, **{"model.norm": "none"}), "with BN": replace(b, **{"model.norm": "batch"})}
-    runs = experiment.run_arms(arms, range(seeds), pool, progress=progress)
+    runs = experiment.run_arms(arms, range(seeds), pool, progress=progress, steps=steps)
     fig = plots.curves_figure(runs, os.path.join(workdir, "normalization.png"),
                               title=f"ConvNet with and without batch normalisation ({data})")
     f1 = fig1_mnist.DEFAULTS
     if quick:
         f1 = replace(f1, **{"steps": 3_000, "eval_every": 100, "checkpoint_every": 0})
-    fig1 = fig1_mnist.run(replace(f1, **{"data.source": data}), workdir, seeds, pool=pool, progress=progress)
+    fig1 = fig1_mnist.run(replace(f1, **{"data.source": data}), workdir, seeds, pool=pool, progress=progress,
+                          steps=steps)
     results = {"figures": {"curves": os.path.basename(fig), "fig1": "fig1.png"},
                "arms": experiment.summarize(runs), "fig1": fig1}
     runlog.write_json(os.path.join(workdir, "results.json"), results)
@@ -40,7 +41,7 @@ def main(argv=None) -> None:
     p = _cli.experiment_parser(__doc__, workdir="runs/normalization")
     args = p.parse_args(argv)
     res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet)
+              progress=not args.quiet, steps=args.steps)
     _cli.print_arms(res["arms"])
 
 

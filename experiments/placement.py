@@ -24,12 +24,12 @@ def bases(quick: bool, data: str) -> dict[str, TrainConfig]:
         model=ModelConfig(arch="mlp", activation="sigmoid", init="normal", init_std=0.05),
         optim=OptimConfig(name="sgd", learning_rate=0.1),
         data=DataConfig(source=data, batch_size=60),
-        steps=2_000 if quick else 10_000, eval_every=100 if quick else 250, checkpoint_every=0)
+        steps=2_000 if quick else 10_000, eval_every=100 if quick else 250, checkpoint_every=2_500)
     cnn = TrainConfig(
         model=ModelConfig(arch="convnet", activation="relu", init="lecun_normal"),
         optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9),
         data=DataConfig(source=data, batch_size=32 if quick else 60),
-        steps=600 if quick else 3_000, eval_every=50 if quick else 100)
+        steps=600 if quick else 3_000, eval_every=50 if quick else 100, checkpoint_every=1_000)
     return {"MLP": mlp, "ConvNet": cnn}
 
 
@@ -40,12 +40,12 @@ def arms(base: TrainConfig, net: str) -> dict[str, TrainConfig]:
 
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, steps: int | None = None) -> dict:
     os.makedirs(workdir, exist_ok=True)
     results = {"figures": {}, "arms": {}}
     for net, base in bases(quick, data).items():
         runs = experiment.run_arms(arms(base, net), range(seeds), pool or os.path.join(workdir, "runs"),
-                                   progress=progress)
+                                   progress=progress, steps=steps)
         fig = plots.curves_figure(runs, os.path.join(workdir, f"placement_{net.lower()}.png"),
                                   title=f"{net}: BN before vs after the nonlinearity ({data})")
         results["figures"][net] = os.path.basename(fig)
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     p = _cli.experiment_parser(__doc__, workdir="runs/placement")
     args = p.parse_args(argv)
     res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet)
+              progress=not args.quiet, steps=args.steps)
     _cli.print_arms(res["arms"])
 
 
