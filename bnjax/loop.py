@@ -134,7 +134,10 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
         elif os.path.exists(os.path.join(workdir, "metrics.jsonl")):
             runlog.rewrite_metrics(workdir, [])
 
-    probe_x = dev["x_test"][: cfg.probe_examples]
+    n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
+    if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
+        n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
+    probe_x = dev["x_test"][:n_probe]
     step = int(state.step)
     diverged_at = None
     pending: list[dict] = []
