@@ -1,0 +1,92 @@
+"""Many runs in one compiled program: K seeds of one config trained together.
+
+The states of the K runs are stacked along a leading axis and the *same* pure
+`train_chunk` runs over them, either vectorised (``jax.vmap``: one wide program, best
+for matmul models everywhere and for the im2col ConvNet on CPU) or sequentially inside
+the program (``lax.map``: for native convolutions on GPU, where vmap turns convolutions
+into slow grouped convolutions, jax-ml/jax#13800). `layout_for` chooses per model and
+backend. Each run draws exactly the randomness it draws alone (its keys come from its
+own seed), so a run in a group equals the run alone up to floating-point reassociation.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnjax import augment as aug
+from bnjax import data as data_lib
+from bnjax.config import TrainConfig
+from bnjax.conv import resolve_impl
+from bnjax.evaluate import evaluate
+from bnjax.loop import eval_model_for, load_dataset, model_for, optimizer_for
+from bnjax.train import TrainState, create_state, train_chunk
+
+LAYOUTS = ("vmap", "map")
+
+
+def layout_for(cfg: TrainConfig) -> str:
+    """"vmap" unless the model uses native (XLA) convolutions, then "map"."""
+    if cfg.model.arch == "convnet" and resolve_impl(cfg.model.conv_impl) == "xla":
+        return "map"
+    return "vmap"
+
+
+def init_many(model: Any, tx: Any, sample_x: jax.Array, seeds: list[int]) -> TrainState:
+    """The stacked initial states of ``seeds`` (each as `create_state` makes it alone)."""
+    states = [create_state(model, tx, sample_x, s) for s in seeds]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+
+
+def train_chunk_many(states: TrainState, train_x: jax.Array, train_y: jax.Array, *, layout: str, **kw: Any):
+    """`train_chunk` over the leading run axis of ``states`` (static keywords as there)."""
+    one = partial(train_chunk, train_x=train_x, train_y=train_y, **kw)
+    if layout == "vmap":
+        return jax.vmap(lambda s: one(s))(states)
+    if layout == "map":
+        return jax.lax.map(lambda s: one(s), states)
+    raise ValueError(f"unknown layout {layout!r}; choose from {LAYOUTS}")
+
+
+_chunk_many = jax.jit(train_chunk_many, static_argnames=("layout", "model", "tx", "pipeline", "batch_size",
+                                                         "n_steps"), donate_argnums=0)
+
+
+def unstack(states: TrainState, i: int) -> TrainState:
+    """Run ``i`` of a stacked state."""
+    return jax.tree.map(lambda a: a[i], states)
+
+
+def fit_many(cfg: TrainConfig, seeds: list[int], *, dataset: data_lib.Dataset | None = None,
+             device_data: dict | None = None, layout: str | None = None) -> tuple[TrainState, list[list[dict]], float]:
+    """Train ``cfg`` for every seed in one program (no workdir; for sweeps and benchmarks).
+
+    Returns:
+      ``(stacked final states, per-seed evaluation histories, training seconds)``.
+    """
+    ds = dataset if dataset is not None else load_dataset(cfg)
+    dev = device_data if device_data is not None else data_lib.to_device(ds)
+    model, eval_model = model_for(cfg.model), eval_model_for(cfg.model)
+    tx = optimizer_for(cfg.optim, cfg.steps)
+    layout = layout or layout_for(cfg)
+    states = init_many(model, tx, dev["x_train"][: cfg.data.batch_size], list(seeds))
+    pipeline = aug.parse_pipeline(cfg.data.augment)
+    histories: list[list[dict]] = [[] for _ in seeds]
+    step, t0 = 0, time.perf_counter()
+    while step < cfg.steps:
+        n = min(cfg.eval_every, cfg.steps - step)
+        states, metrics = _chunk_many(states, dev["x_train"], dev["y_train"], layout=layout, model=model, tx=tx,
+                                      pipeline=pipeline, batch_size=cfg.data.batch_size, n_steps=n)
+        step += n
+        losses = np.asarray(metrics["loss"])  # (K, n): the host syncs at evaluation points only
+        for i in range(len(seeds)):
+            test = evaluate(eval_model, unstack(states, i).variables, dev["x_test"], dev["y_test"],
+                            batch_size=cfg.data.eval_batch_size)
+            histories[i].append({"step": step, "train_loss": float(losses[i].mean()),
+                                 "test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"])})
+    return states, histories, time.perf_counter() - t0
