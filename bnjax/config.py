@@ -48,6 +48,7 @@ class ModelConfig:
     kernels: tuple[int, ...] = (5, 3)  # ConvNet kernel sizes
     dense: int = 256  # ConvNet hidden dense width
     conv_impl: str = "auto"  # ConvNet: auto (im2col on CPU, XLA conv elsewhere) | xla | im2col
+    padding: str = "same"  # ConvNet convolutions: same | valid
     num_classes: int = 10
     norm: str = "none"
     placement: str = "before"
@@ -70,6 +71,7 @@ class ModelConfig:
         _choice("model.activation", self.activation, models.ACTIVATIONS)
         _choice("model.init", self.init, models.INITS)
         _choice("model.conv_impl", self.conv_impl, ("auto", "xla", "im2col"))
+        _choice("model.padding", self.padding, ("same", "valid"))
         _choice("model.bn_variance", self.bn_variance, ("two_pass", "one_pass"))
         for name in ("hidden", "channels", "kernels"):
             values = getattr(self, name)

@@ -31,20 +31,25 @@ def resolve_impl(impl: str) -> str:
     return impl
 
 
-def conv2d_im2col(x: Array, kernel: Array) -> Array:
-    """Stride-1 SAME 2-D convolution (cross-correlation, as XLA's) by im2col + matmul.
+def conv2d_im2col(x: Array, kernel: Array, padding: str = "SAME") -> Array:
+    """Stride-1 2-D convolution (cross-correlation, as XLA's) by im2col + matmul.
 
     Args:
       x: (N, H, W, C) input.
       kernel: (kh, kw, C, O) weights (HWIO).
+      padding: "SAME" (output H x W) or "VALID" (output (H-kh+1) x (W-kw+1)).
     Returns:
-      (N, H, W, O).
+      (N, H', W', O).
     """
-    n, h, w, _ = x.shape
     kh, kw, _, o = kernel.shape
-    # XLA's SAME padding: total k - 1, the extra pixel (even k) after.
-    ph, pw = (kh - 1) // 2, (kw - 1) // 2
-    xp = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+    if padding == "SAME":
+        # XLA's SAME padding: total k - 1, the extra pixel (even k) after.
+        ph, pw = (kh - 1) // 2, (kw - 1) // 2
+        x = jnp.pad(x, ((0, 0), (ph, kh - 1 - ph), (pw, kw - 1 - pw), (0, 0)))
+    elif padding != "VALID":
+        raise ValueError(f"padding must be 'SAME' or 'VALID', got {padding!r}")
+    xp = x
+    n, h, w = x.shape[0], x.shape[1] - kh + 1, x.shape[2] - kw + 1
     cols = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
     return (cols.reshape(n * h * w, -1) @ kernel.reshape(-1, o)).reshape(n, h, w, o)
 
@@ -60,7 +65,7 @@ def max_pool_2x2(x: Array) -> Array:
 
 
 class Conv(nn.Module):
-    """Stride-1 SAME convolution with the parameters of ``nn.Conv`` (``kernel`` HWIO,
+    """Stride-1 SAME or VALID convolution with the parameters of ``nn.Conv`` (``kernel`` HWIO,
     ``bias``), so the implementations are interchangeable on the same checkpoint."""
 
     features: int
@@ -69,14 +74,15 @@ class Conv(nn.Module):
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Array] = nn.initializers.zeros
     impl: str = "auto"
+    padding: str = "SAME"
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features), jnp.float32)
         if resolve_impl(self.impl) == "im2col":
-            y = conv2d_im2col(x, kernel.astype(x.dtype))
+            y = conv2d_im2col(x, kernel.astype(x.dtype), self.padding)
         else:
-            y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), "SAME",
+            y = jax.lax.conv_general_dilated(x, kernel.astype(x.dtype), (1, 1), self.padding,
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(y.dtype)

@@ -13,8 +13,8 @@ from bnjax.models import build_model
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-def _xla(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def _xla(x, k, padding="SAME"):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 @pytest.mark.parametrize("ksize,shape", [(5, (3, 12, 10, 2)), (3, (2, 7, 7, 4)), (4, (2, 9, 8, 3)), (1, (2, 5, 5, 3))])
@@ -27,6 +27,12 @@ def test_im2col_equals_conv_general_dilated(ksize, shape):
     g2 = jax.grad(lambda x, k: jnp.sum(_xla(x, k) * dy), argnums=(0, 1))(x, k)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_im2col_valid_padding():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 10, 3))
+    k = jax.random.normal(jax.random.PRNGKey(1), (5, 3, 3, 4))
+    np.testing.assert_allclose(conv2d_im2col(x, k, "VALID"), _xla(x, k, "VALID"), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 2)])

@@ -62,5 +62,13 @@ def test_convnet_handles_8_28_32_and_rejects_too_small():
         model = build_model(ModelConfig(arch="convnet", norm="batch"))
         v = model.init(jax.random.PRNGKey(0), jnp.ones((2, size, size, 1)), False)
         assert model.apply(v, jnp.ones((2, size, size, 1)), False).shape == (2, 10)
-    with pytest.raises(ValueError, match="H, W >= 4"):
-        build_model(ModelConfig(arch="convnet")).init(jax.random.PRNGKey(0), jnp.ones((2, 3, 3, 1)), False)
+    with pytest.raises(ValueError, match="needs larger images"):
+        build_model(ModelConfig(arch="convnet")).init(jax.random.PRNGKey(0), jnp.ones((2, 784)), False)
+
+
+def test_valid_padding_shapes_match_the_speedrun_net():
+    model = build_model(ModelConfig(arch="convnet", padding="valid"))
+    p = model.init(jax.random.PRNGKey(0), jnp.ones((2, 28, 28, 1)), False)["params"]
+    assert p["fc"]["linear"]["kernel"].shape == (800, 256)  # 32 x 5 x 5, as tuomaso/train_mnist_fast
+    with pytest.raises(ValueError, match="needs larger images"):
+        model.init(jax.random.PRNGKey(0), jnp.ones((2, 8, 8, 1)), False)
