@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from bnjax import augment as aug
 from bnjax import data as data_lib
-from bnjax import runlog
+from bnjax import parallel, runlog
 from bnjax.checkpoint import BEST_METRIC, Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluate import evaluate, fetch, probe_percentiles, recompute_batch_stats
@@ -37,7 +37,7 @@ from bnjax.train import DATA, TrainState, create_state, train_chunk
 PROBE_QS = (15.0, 50.0, 85.0)
 
 _train_chunk = jax.jit(
-    train_chunk, static_argnames=("model", "tx", "pipeline", "batch_size", "n_steps"), donate_argnums=0
+    train_chunk, static_argnames=("model", "tx", "pipeline", "batch_size", "n_steps", "sharding"), donate_argnums=0
 )
 
 
@@ -90,7 +90,7 @@ def boundaries(cfg: TrainConfig) -> list[int]:
 
 
 def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Dataset | None = None,
-        device_data: dict | None = None, progress: bool = True, desc: str = "") -> RunResult:
+        device_data: dict | None = None, progress: bool = True, desc: str = "", mesh: Any = None) -> RunResult:
     """Train one run.
 
     Args:
@@ -100,12 +100,16 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
       device_data: ``data.to_device(dataset)``, to share device copies between runs.
       progress: show a progress bar.
       desc: progress-bar label.
+      mesh: a `bnjax.parallel.make_mesh` mesh: train data parallel over its devices (the
+        batch sharded, everything else replicated). Only process 0 writes the workdir.
     Returns:
       A `RunResult`.
     Raises:
       RunMismatchError, PermissionError: for a workdir that cannot be used.
       ValueError: for data that do not fit the model.
     """
+    if workdir and not parallel.is_writer():
+        workdir = None  # multi-host: process 0 writes, the others compute
     if workdir:
         runlog.prepare(workdir, cfg)
     ds = dataset if dataset is not None else load_dataset(cfg)
@@ -122,6 +126,11 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     tx = optimizer_for(cfg.optim, cfg.steps)
     pipeline = aug.parse_pipeline(cfg.data.augment)
     state = create_state(model, tx, dev["x_train"][: cfg.data.batch_size], cfg.seed)
+    sharding = None
+    if mesh is not None:
+        parallel.check_batch(cfg.data.batch_size, mesh)
+        sharding = parallel.batch_sharding(mesh)
+        dev = parallel.replicate(dev, mesh)
 
     history: list[dict] = []
     store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints) if workdir else None
@@ -138,6 +147,8 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
         n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
     probe_x = dev["x_test"][:n_probe]
+    if mesh is not None:
+        state = parallel.replicate(state, mesh)
     step = int(state.step)
     diverged_at = None
     pending: list[dict] = []
@@ -149,7 +160,8 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
             if mark <= step:
                 continue
             state, metrics = _train_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx,
-                                          pipeline=pipeline, batch_size=cfg.data.batch_size, n_steps=mark - step)
+                                          pipeline=pipeline, batch_size=cfg.data.batch_size, n_steps=mark - step,
+                                          sharding=sharding)
             pending.append(metrics)
             chunk_start, step = step, mark
             is_eval = mark % cfg.eval_every == 0 or mark == cfg.steps

@@ -122,8 +122,13 @@ def train_chunk(
     pipeline: aug.Pipeline,
     batch_size: int,
     n_steps: int,
+    sharding: Any = None,
 ) -> tuple[TrainState, dict[str, Array]]:
     """``n_steps`` train steps in one `lax.scan`, batches drawn on the device.
+
+    With ``sharding`` (a `jax.sharding.NamedSharding` of the batch axis, see
+    `bnjax.parallel`), each batch is constrained to it, so XLA partitions the step data
+    parallel while BN's statistics stay those of the global batch.
 
     The batch of step s is row ``s mod S`` of `bnjax.data.epoch_batches` for epoch
     ``s div S`` (S = steps per epoch), so the data order depends only on the data key
@@ -143,7 +148,11 @@ def train_chunk(
         i = st.step % spe
         idx = jax.lax.cond(i == 0, lambda: epoch_idx(st.step), lambda: idx)
         b = jax.lax.dynamic_index_in_dim(idx, i, keepdims=False)
-        st, metrics = train_step(st, train_x[b], train_y[b], model=model, tx=tx, pipeline=pipeline)
+        xb, yb = train_x[b], train_y[b]
+        if sharding is not None:
+            xb = jax.lax.with_sharding_constraint(xb, sharding)
+            yb = jax.lax.with_sharding_constraint(yb, sharding)
+        st, metrics = train_step(st, xb, yb, model=model, tx=tx, pipeline=pipeline)
         return (st, idx), metrics
 
     (state, _), metrics = jax.lax.scan(body, (state, epoch_idx(state.step)), None, length=n_steps)

@@ -4,8 +4,9 @@ schedule, batch 256, one epoch, data normalised and resident) in bnjax and in Py
 mean test accuracy over seeds and median wall time of one training (training only, data
 already resident, compilation excluded), side by side.
 
-bnjax runs its ConvNet (SAME padding; BN before each ReLU with --bn) as one lax.scan over
-the epoch; PyTorch runs the recipe as published (eager, 2 threads).
+bnjax runs its ConvNet (VALID padding as the recipe, --padding same for bnjax's default;
+BN before each ReLU with --bn) as one lax.scan over the epoch; PyTorch runs the recipe as
+published (eager, 2 threads).
 
     python -m experiments.bench.speedrun --data npz:../shared/data/mnist.npz [--seeds 5] [--bn]
 """
@@ -28,9 +29,10 @@ from experiments.bench import torch_models
 from experiments.bench._timing import table
 
 
-def bnjax_runs(ds, seeds, *, bn: bool, batch: int, epochs: int):
+def bnjax_runs(ds, seeds, *, bn: bool, batch: int, epochs: int, padding: str):
     steps = epochs * (len(ds.y_train) // batch)
-    cfg = TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="batch" if bn else "none"),
+    cfg = TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="batch" if bn else "none",
+                                        padding=padding),
                       optim=OptimConfig(name="adam", learning_rate=0.01, b1=0.7, b2=0.9, schedule="onecycle"),
                       data=DataConfig(batch_size=batch), steps=steps)
     model, tx = model_for(cfg.model), optimizer_for(cfg.optim, steps)
@@ -88,12 +90,14 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=256, help="bnjax side batch size (default: 256)")
     p.add_argument("--epochs", type=int, default=1, help="bnjax side epochs (default: 1)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--padding", choices=("valid", "same"), default="valid", help="bnjax side (default: valid)")
     args = p.parse_args(argv)
     ds = data_lib.load(args.data)
     seeds = list(range(args.seeds))
     rows = []
-    t, a = bnjax_runs(ds, seeds, bn=args.bn, batch=args.batch, epochs=args.epochs)
-    label = f"bnjax ConvNet{' + BN' if args.bn else ''}, batch {args.batch}, {args.epochs} epoch(s)"
+    t, a = bnjax_runs(ds, seeds, bn=args.bn, batch=args.batch, epochs=args.epochs, padding=args.padding)
+    label = (f"bnjax ConvNet ({args.padding}){' + BN' if args.bn else ''}, batch {args.batch}, "
+             f"{args.epochs} epoch(s)")
     rows.append([label, f"{np.mean(a) * 100:.2f} ± {np.std(a) * 100:.2f}", f"{statistics.median(t):.2f}"])
     if torch_models.available():
         tt, ta = torch_runs(ds, seeds, threads=args.threads)
