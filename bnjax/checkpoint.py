@@ -37,9 +37,15 @@ class Checkpoints:
             ocm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
                       keep_checkpoints_without_metrics=False),
         ])
+        # Multi-host: only process 0 keeps checkpoints (of host copies of the replicated
+        # state), so the manager must not wait for the other processes.
+        multi = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}) if (
+            jax.process_count() > 1) else ocp.options.MultiprocessingOptions()
+        os.makedirs(self.directory, exist_ok=True)
         self._mngr = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True),
+            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=False,
+                                                 multiprocessing_options=multi),
         )
 
     def steps(self) -> list[int]:
@@ -48,6 +54,8 @@ class Checkpoints:
 
     def save(self, step: int, state: Any, metrics: dict[str, float]) -> None:
         """Save ``state`` at ``step`` asynchronously, ranked by ``metrics``."""
+        if jax.process_count() > 1:
+            state = jax.device_get(state)  # replicated: every process holds all of it
         self._mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:

@@ -142,6 +142,10 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
             runlog.rewrite_metrics(workdir, history)
         elif os.path.exists(os.path.join(workdir, "metrics.jsonl")):
             runlog.rewrite_metrics(workdir, [])
+    if jax.process_count() > 1:  # process 0 restored (or not): every process continues from its state
+        from jax.experimental import multihost_utils
+
+        state = multihost_utils.broadcast_one_to_all(state)
 
     n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
     if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches

@@ -5,11 +5,15 @@
 
 Re-running the same command on the same --workdir resumes from the last checkpoint;
 Ctrl-C saves a checkpoint first. Prints the final and best test accuracy.
+
+Data parallel over all local devices: add --devices all (or a number). Over several hosts,
+run the same command on each with --coordinator HOST0:PORT --num-processes N
+--process-id I (see README, "More than one device").
 """
 
 from __future__ import annotations
 
-from bnjax import fit
+from bnjax import fit, parallel
 from bnjax.config import TrainConfig
 from bnjax.runlog import RunMismatchError
 from experiments import _cli
@@ -19,12 +23,32 @@ DEFAULTS = TrainConfig()
 
 def main(argv=None) -> None:
     parser = _cli.make_parser(__doc__, DEFAULTS, workdir="runs/train", seeds=1)
+    g = parser.add_argument_group("devices")
+    g.add_argument("--devices", default=None, help="data parallel over this many devices, or 'all'")
+    g.add_argument("--coordinator", default=None, help="multi-host: address:port of process 0")
+    g.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+    g.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+    g.add_argument("--cpu-collectives", default=None, help="e.g. gloo, for multi-process runs on CPU")
     args, cfg = _cli.parse(parser, DEFAULTS, argv)
+    if args.cpu_collectives:
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", args.cpu_collectives)
+    if args.coordinator or args.num_processes:
+        parallel.initialize(args.coordinator, args.num_processes, args.process_id)
+    mesh = None
+    if args.devices is not None:
+        try:
+            mesh = parallel.make_mesh(None if args.devices == "all" else int(args.devices))
+        except ValueError as e:
+            parser.error(f"--devices: {e}")
     try:
-        res = fit(cfg, args.workdir, progress=not args.quiet)
+        res = fit(cfg, args.workdir, progress=not args.quiet and parallel.is_writer(), mesh=mesh)
     except (RunMismatchError, PermissionError, FileNotFoundError, ValueError, RuntimeError) as e:
         _cli.fail(str(e))
     s = res.summary
+    if not parallel.is_writer():
+        return
     if s["diverged_at"] is not None:
         print(f"diverged at step {s['diverged_at']} (non-finite training loss)")
     print(f"final test accuracy {s['final_test_accuracy'] * 100:.2f}% at step {s['final_step']}, "

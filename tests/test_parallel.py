@@ -104,3 +104,35 @@ def test_checkpoint_from_8_devices_restores_on_one(child):
     assert run.step == 6
     acc = bnjax.evaluate(run)["accuracy"]
     np.testing.assert_allclose(acc, out["mlp"]["acc"][1], atol=1e-6)
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_over_loopback_agree_with_one_process(tmp_path):
+    """jax.distributed.initialize with two CPU processes (gloo collectives over loopback),
+    data parallel over their two devices; process 0 writes the run."""
+    import jax
+
+    args = ["--steps", "20", "--eval_every", "10", "--data.batch_size", "32", "--model.norm", "batch",
+            "--model.activation", "relu", "--optim.name", "momentum", "--optim.learning_rate", "0.05", "--quiet"]
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path / "mh"), *args,
+                               "--devices", "all", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                               "--process-id", str(i), "--cpu-collectives", "gloo"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert "final test accuracy" in outs[0] and "final test accuracy" not in outs[1]  # process 0 reports
+    single = subprocess.run([sys.executable, "-m", "experiments.train", "--workdir", str(tmp_path / "sp"), *args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    a, b = bnjax.load_run(str(tmp_path / "mh")), bnjax.load_run(str(tmp_path / "sp"))
+    assert a.step == b.step == 20
+    for x, y in zip(jax.tree.leaves(a.state.params), jax.tree.leaves(b.state.params), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
