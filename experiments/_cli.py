@@ -85,3 +85,12 @@ def print_arms(arms: dict) -> None:
         div = [d for d in a["diverged_at"] if d is not None]
         extra = f"  diverged in {len(div)}/{len(a['diverged_at'])} seeds (step {min(div)})" if div else ""
         print(f"{arm:>28}: test accuracy {m * 100:6.2f} ± {s * 100:.2f}%  train loss {lm:.4f} ± {ls:.4f}{extra}")
+
+
+def experiment_main(doc: str, workdir: str, run, argv=None) -> dict:
+    """Parse the lecture-experiment flags and call ``run(workdir, quick=, data=, seeds=,
+    progress=, steps=)``; returns its results."""
+    p = experiment_parser(doc, workdir=workdir)
+    args = p.parse_args(argv)
+    return run(args.workdir, quick=args.quick, data=data_source(p, args), seeds=args.seeds,
+               progress=not args.quiet, steps=args.steps)

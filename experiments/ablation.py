@@ -47,12 +47,7 @@ def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = 
 
 
 def main(argv=None) -> None:
-    p = _cli.experiment_parser(__doc__, workdir="runs/ablation")
-    args = p.parse_args(argv)
-    res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet, steps=args.steps)
-    _cli.print_arms(res["arms"])
-
+    _cli.print_arms(_cli.experiment_main(__doc__, "runs/ablation", run, argv)["arms"])
 
 if __name__ == "__main__":
     main()

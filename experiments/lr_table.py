@@ -79,11 +79,7 @@ def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = 
 
 
 def main(argv=None) -> None:
-    p = _cli.experiment_parser(__doc__, workdir="runs/lr_table")
-    args = p.parse_args(argv)
-    res = run(args.workdir, quick=args.quick, data=_cli.data_source(p, args), seeds=args.seeds,
-              progress=not args.quiet, steps=args.steps)
-    t = res["table"]
+    t = _cli.experiment_main(__doc__, "runs/lr_table", run, argv)["table"]
     print(f"target = Baseline's best mean test accuracy {t['target_accuracy'] * 100:.2f}%")
     for arm, r in t["rows"].items():
         m, s = r["best_test_accuracy"]
