@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from bnjax.experiment import Run, curve  # noqa: E402
 
 LABELS = {
-    "train_loss": "training loss (mean over the steps since the last evaluation)",
+    "train_loss": "training loss (mean since last evaluation)",
     "test_accuracy": "test accuracy",
     "test_loss": "test loss",
 }
