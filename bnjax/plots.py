@@ -57,9 +57,9 @@ def curves_figure(arms: Mapping[str, Sequence[Run]], path: str, *, title: str,
 
 def _zoom_accuracy(ax, arms, metric) -> None:
     finals = [curve(runs, metric)[1][-1] for runs in arms.values() if len(curve(runs, metric)[1])]
-    if finals:
-        low = max(0.0, min(finals) - 0.15)
-        ax.set_ylim(low, 1.0)
+    if finals:  # show the spread of the end of training: twice the lowest final error below it
+        low = min(finals) - max(0.02, 2.0 * (1.0 - min(finals)))
+        ax.set_ylim(max(0.0, low), 1.0)
 
 
 def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str, *, layer: str, unit: int) -> str:

@@ -26,7 +26,10 @@ def verdict(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
         word = "Weakly supported (within the seed spread)"
     else:
         word = "Not supported here"
-    return f"**{word}**: {claim} — difference {diff * scale:+.2f} {unit} (seed spread {spread * scale:.2f})."
+    num = (lambda v: f"{v:+.2f}") if unit == "points" else (lambda v: f"{v:+.3g}")
+    unit = f" {unit}" if unit else ""
+    return (f"**{word}**: {claim} — difference {num(diff * scale)}{unit} "
+            f"(seed spread {num(spread * scale)[1:]}).")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
