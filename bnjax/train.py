@@ -139,24 +139,24 @@ def train_chunk(
     """
     n = train_x.shape[0]
     spe = n // batch_size
+    # The batch orders of every epoch the chunk touches (at most n_steps // spe + 2), computed
+    # up front: no cond inside the loop, whose predicate would be batched under vmap (many
+    # runs) and then evaluate a permutation at every step.
+    epochs = n_steps // spe + 2
+    first = state.step // spe
+    idx = jax.vmap(lambda e: data_lib.epoch_batches(state.keys[DATA], first + e, n, batch_size))(
+        jnp.arange(epochs)).reshape(epochs * spe, batch_size)
+    offset = state.step % spe
 
-    def epoch_idx(step):
-        return data_lib.epoch_batches(state.keys[DATA], step // spe, n, batch_size)
-
-    def body(carry, _):
-        st, idx = carry
-        i = st.step % spe
-        idx = jax.lax.cond(i == 0, lambda: epoch_idx(st.step), lambda: idx)
-        b = jax.lax.dynamic_index_in_dim(idx, i, keepdims=False)
+    def body(st, t):
+        b = jax.lax.dynamic_index_in_dim(idx, offset + t, keepdims=False)
         xb, yb = train_x[b], train_y[b]
         if sharding is not None:
             xb = jax.lax.with_sharding_constraint(xb, sharding)
             yb = jax.lax.with_sharding_constraint(yb, sharding)
-        st, metrics = train_step(st, xb, yb, model=model, tx=tx, pipeline=pipeline)
-        return (st, idx), metrics
+        return train_step(st, xb, yb, model=model, tx=tx, pipeline=pipeline)
 
-    (state, _), metrics = jax.lax.scan(body, (state, epoch_idx(state.step)), None, length=n_steps)
-    return state, metrics
+    return jax.lax.scan(body, state, jnp.arange(n_steps))
 
 
 def eval_step(variables: dict, x: Array, y: Array, mask: Array, *, model: nn.Module) -> dict[str, Array]:
