@@ -93,3 +93,31 @@ def test_epoch_sampler_is_a_reproducible_permutation():
     np.testing.assert_array_equal(a, b)
     assert a.shape == (3, 32) and len(np.unique(a)) == 96  # without replacement, last partial batch dropped
     assert not np.array_equal(a, c)
+
+
+def test_tfds_preparation_from_files_written_here(tmp_path):
+    """Run tfds's real MNIST builder on IDX files this test writes (the download step is
+    redirected to them). Preparing needs TensorFlow in tfds 4.9.10 (its MNIST builder reads
+    with tf.io.gfile): without it bnjax must say so; with it the prepared data must load."""
+    import importlib.util
+
+    from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+    rng = np.random.default_rng(2)
+    files, labels = {}, {}
+    for split, pre, n in (("train", "train", 12), ("test", "t10k", 6)):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = rng.integers(0, 10, n, dtype=np.uint8)
+        _write_idx(tmp_path / f"{pre}-images-idx3-ubyte", x, False)
+        _write_idx(tmp_path / f"{pre}-labels-idx1-ubyte", y, False)
+        files[f"{split}_data"] = str(tmp_path / f"{pre}-images-idx3-ubyte")
+        files[f"{split}_labels"] = str(tmp_path / f"{pre}-labels-idx1-ubyte")
+        labels[split] = y
+    with mock.patch.object(tfds_mnist, "_TRAIN_EXAMPLES", 12), mock.patch.object(tfds_mnist, "_TEST_EXAMPLES", 6), \
+            mock.patch.object(tfds.download.DownloadManager, "download_and_extract", lambda self, urls: files):
+        if importlib.util.find_spec("tensorflow") is None:
+            with pytest.raises(RuntimeError, match="not installed .tensorflow"):
+                data.load("mnist", data_dir=str(tmp_path / "tfds"))
+        else:
+            ds = data.load("mnist", data_dir=str(tmp_path / "tfds"))
+            assert sorted(ds.y_train.tolist()) == sorted(labels["train"].tolist())
