@@ -17,6 +17,8 @@ import dataclasses
 import functools
 import math
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -159,10 +161,13 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=desc or cfg.model.arch,
                unit="step", leave=False, dynamic_ncols=True)
     t0 = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
+    stop = _InterruptFlag()
     try:
         for mark in boundaries(cfg):
             if mark <= step:
                 continue
+            if stop.raised:
+                raise KeyboardInterrupt
             state, metrics = _train_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx,
                                           pipeline=pipeline, batch_size=cfg.data.batch_size, n_steps=mark - step,
                                           sharding=sharding)
@@ -174,32 +179,38 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
             if not (is_eval or is_ckpt):
                 continue
             losses = np.concatenate([np.asarray(m["loss"]) for m in pending])  # the host syncs here only
-            accs = np.concatenate([np.asarray(m["accuracy"]) for m in pending])
-            first = step - len(losses)
-            pending = []
             bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:
-                diverged_at = int(first + bad[0])
-                rec = {"step": step, "diverged_at": diverged_at}
+            if bad.size:  # never evaluate or checkpoint a diverged state
+                diverged_at = int(step - len(losses) + bad[0])
+                history.append({"step": step, "diverged_at": diverged_at})
+                if workdir:
+                    runlog.append_metrics(workdir, history[-1])
+                break
+            if is_eval:
+                accs = np.concatenate([np.asarray(m["accuracy"]) for m in pending])
+                pending = []
+                rec = _evaluation(cfg, eval_model, state, dev, probe_x, step, losses, accs,
+                                  time.perf_counter() - t0)
                 history.append(rec)
                 if workdir:
                     runlog.append_metrics(workdir, rec)
-                break
-            rec = _evaluation(cfg, eval_model, state, dev, probe_x, step, losses, accs, time.perf_counter() - t0)
-            history.append(rec)
-            if workdir:
-                runlog.append_metrics(workdir, rec)
-                store.save(step, state, {BEST_METRIC: rec["test_accuracy"]})
+                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", test_acc=f"{rec['test_accuracy']:.4f}")
+            if workdir and is_ckpt:
+                last = [r for r in history if "test_accuracy" in r]
+                store.save(step, state, {BEST_METRIC: last[-1]["test_accuracy"] if last else -1.0})
             bar.update(step - chunk_start)
-            bar.set_postfix(loss=f"{rec['train_loss']:.3f}", test_acc=f"{rec['test_accuracy']:.4f}")
+        if stop.raised:
+            raise KeyboardInterrupt
     except KeyboardInterrupt:
         if store is not None and not _deleted(state):
-            store.save(int(state.step), state, {BEST_METRIC: -1.0})
+            if int(state.step) not in store.steps():
+                store.save(int(state.step), state, {BEST_METRIC: -1.0})
             store.close()
             print(f"\ninterrupted: checkpoint saved at step {int(state.step)} in {workdir}; "
-                  "run the same command to resume")
+                  "run the same command to resume", flush=True)
         raise
     finally:
+        stop.restore()
         bar.close()
 
     summary = _summary(cfg, history, diverged_at, time.perf_counter() - t0)
@@ -209,6 +220,26 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
         store.close()
         runlog.write_json(os.path.join(workdir, "results.json"), summary)
     return RunResult(cfg, state, history, summary)
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a flag the loop checks between chunks, so the
+    checkpoint is written from a consistent state and never from inside orbax or a
+    dispatch; a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.raised = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.raised = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def _deleted(state: TrainState) -> bool:

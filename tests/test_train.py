@@ -102,3 +102,12 @@ def test_population_statistics_option_records_both_accuracies():
     s = res.summary
     assert 0.5 < s["test_accuracy_population_stats"] <= 1.0
     assert s["test_accuracy_running_stats"] == s["final_test_accuracy"]
+
+
+def test_checkpoints_follow_checkpoint_every(tmp_path):
+    cfg = dataclasses.replace(TINY, checkpoint_every=30, keep_checkpoints=10)
+    res = fit(cfg, str(tmp_path), progress=False)
+    store = Checkpoints(str(tmp_path / "checkpoints"), keep=10)
+    assert store.steps() == [30, 60]
+    store.close()
+    assert [r["step"] for r in res.history] == [20, 40, 60]
