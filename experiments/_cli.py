@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -92,5 +93,17 @@ def experiment_main(doc: str, workdir: str, run, argv=None) -> dict:
     progress=, steps=)``; returns its results."""
     p = experiment_parser(doc, workdir=workdir)
     args = p.parse_args(argv)
-    return run(args.workdir, quick=args.quick, data=data_source(p, args), seeds=args.seeds,
-               progress=not args.quiet, steps=args.steps)
+    with interruptible():
+        return run(args.workdir, quick=args.quick, data=data_source(p, args), seeds=args.seeds,
+                   progress=not args.quiet, steps=args.steps)
+
+
+@contextlib.contextmanager
+def interruptible():
+    """Ctrl-C: bnjax has saved the running run's checkpoint; say how to continue, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("interrupted: finished runs and a checkpoint of the current one are saved; run the same command "
+              "to continue", file=sys.stderr)
+        raise SystemExit(130) from None

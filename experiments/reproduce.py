@@ -37,9 +37,10 @@ def main(argv=None) -> None:
     for name in names:
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
-        results[name] = EXPERIMENTS[name].run(os.path.join(args.workdir, name), quick=args.quick, data=data,
-                                              seeds=args.seeds, pool=pool, progress=not args.quiet,
-                                              steps=args.steps)
+        with _cli.interruptible():
+            results[name] = EXPERIMENTS[name].run(os.path.join(args.workdir, name), quick=args.quick, data=data,
+                                                  seeds=args.seeds, pool=pool, progress=not args.quiet,
+                                                  steps=args.steps)
         seconds[name] = time.perf_counter() - t0
         print(f"   {seconds[name]:.0f} s", flush=True)
     total = time.perf_counter() - t_all

@@ -43,7 +43,8 @@ def main(argv=None) -> None:
         except ValueError as e:
             parser.error(f"--devices: {e}")
     try:
-        res = fit(cfg, args.workdir, progress=not args.quiet and parallel.is_writer(), mesh=mesh)
+        with _cli.interruptible():
+            res = fit(cfg, args.workdir, progress=not args.quiet and parallel.is_writer(), mesh=mesh)
     except (RunMismatchError, PermissionError, FileNotFoundError, ValueError, RuntimeError) as e:
         _cli.fail(str(e))
     s = res.summary
