@@ -262,7 +262,7 @@ def diff(a: Any, b: Any) -> list[str]:
 def add_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     """Add one ``--section.field`` flag per config field, defaulting to ``defaults``."""
     group = parser.add_argument_group("config", "every TrainConfig field (see bnjax/config.py)")
-    for name, value in _flatten(defaults).items():
+    for name, value in flatten(defaults).items():
         shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
         group.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=type(value).__name__.upper(),
                            help=f"(default: {shown})")
@@ -285,12 +285,13 @@ def from_flags(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
     return from_dict(TrainConfig, d)
 
 
-def _flatten(cfg: Any, prefix: str = "") -> dict:
+def flatten(cfg: Any, prefix: str = "") -> dict:
+    """``{"model.norm": "batch", ...}`` for every field of a config."""
     out = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
-            out.update(_flatten(value, f"{prefix}{f.name}."))
+            out.update(flatten(value, f"{prefix}{f.name}."))
         else:
             out[prefix + f.name] = value
     return out

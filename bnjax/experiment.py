@@ -36,10 +36,11 @@ class Run:
 
 
 def config_hash(cfg: TrainConfig) -> str:
-    """A short hash of every config field except the seed."""
-    d = config_lib.to_dict(cfg)
-    d.pop("seed")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    """A short hash of the fields that differ from `TrainConfig`'s defaults (the seed
+    excluded), so adding a config field with a default keeps existing runs' hashes."""
+    changed = {k: v for k, v in config_lib.flatten(cfg).items()
+               if k != "seed" and v != config_lib.flatten(TrainConfig()).get(k)}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 
 def run_dir(pool: str, cfg: TrainConfig, seed: int) -> str:

@@ -12,6 +12,7 @@ every figure and table next to the lecture's or the paper's number.
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 
@@ -45,12 +46,15 @@ def main(argv=None) -> None:
         print(f"   {seconds[name]:.0f} s", flush=True)
     total = time.perf_counter() - t_all
     versions = runlog.versions()
+    runs = glob.glob(os.path.join(pool, "*", "seed_*", "results.json"))
+    train_s = sum(runlog.read_json(r)["train_seconds"] for r in runs)
     header = [
         "# bnjax reproduction report", "",
         f"Data: `{data}`{' (quick mode: short schedules)' if args.quick else ''}; {args.seeds} seeds per arm; "
         f"tables give mean ± std over seeds. Wall time of this invocation {total / 60:.1f} min "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}; runs finished by an earlier invocation "
-        "are read back, not retrained).",
+        "are read back, not retrained). "
+        f"{len(runs)} runs; their training (including evaluations) took {train_s / 60:.1f} min in all.",
         f"jax {versions['jax']}, flax {versions['flax']}, optax {versions['optax']}; git {runlog.git_revision()}.",
     ]
     path = report.write(os.path.join(args.workdir, "report.md"), results, header=header)
