@@ -187,6 +187,27 @@ def update_running(
     return new_mean, new_var
 
 
+def declare_variables(mdl: nn.Module, x: Array, axis: int | Sequence[int], *, use_scale: bool = True,
+                      use_bias: bool = True, param_dtype: Any = jnp.float32):
+    """Check ``x`` and declare a BN-style layer's variables, named as in Flax
+    (``batch_stats/mean``, ``batch_stats/var``, ``params/scale``, ``params/bias``).
+
+    Returns:
+      ``(feature_axes, reduction_axes, feature_shape, ra_mean, ra_var, scale, bias)``;
+      ``feature_shape`` is ``x``'s shape with reduced axes set to 1.
+    """
+    _check_float(x)
+    feature_axes = _canonical_axes(x.ndim, axis)
+    reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
+    dims = [x.shape[a] for a in feature_axes]
+    feature_shape = [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)]
+    ra_mean = mdl.variable("batch_stats", "mean", lambda: jnp.zeros(dims, jnp.float32))
+    ra_var = mdl.variable("batch_stats", "var", lambda: jnp.ones(dims, jnp.float32))
+    scale = mdl.param("scale", mdl.scale_init, dims, param_dtype) if use_scale else None
+    bias = mdl.param("bias", mdl.bias_init, dims, param_dtype) if use_bias else None
+    return feature_axes, reduction_axes, feature_shape, ra_mean, ra_var, scale, bias
+
+
 class BatchNorm(nn.Module):
     """Batch normalisation layer (BN paper, Algorithm 1 for training, running statistics
     or Algorithm 2's population statistics for inference).
@@ -237,16 +258,8 @@ class BatchNorm(nn.Module):
           An array of ``x``'s shape.
         """
         use_ra = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
-        _check_float(x)
-        feature_axes = _canonical_axes(x.ndim, self.axis)
-        reduction_axes = tuple(i for i in range(x.ndim) if i not in feature_axes)
-        feature_dims = [x.shape[a] for a in feature_axes]
-        feature_shape = [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)]
-
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(feature_dims, jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(feature_dims, jnp.float32))
-        scale = self.param("scale", self.scale_init, feature_dims, self.param_dtype) if self.use_scale else None
-        bias = self.param("bias", self.bias_init, feature_dims, self.param_dtype) if self.use_bias else None
+        feature_axes, reduction_axes, feature_shape, ra_mean, ra_var, scale, bias = declare_variables(
+            self, x, self.axis, use_scale=self.use_scale, use_bias=self.use_bias, param_dtype=self.param_dtype)
 
         if use_ra:
             y = normalize(x, ra_mean.value, ra_var.value, scale, bias,

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from bnjax.norm import _canonical_axes, _check_float, batch_moments, normalize, update_running
+from bnjax.norm import batch_moments, declare_variables, normalize, update_running
 
 Array = jax.Array
 
@@ -56,16 +56,8 @@ class BatchRenorm(nn.Module):
     @nn.compact
     def __call__(self, x: Array, use_running_average: bool | None = None) -> Array:
         use_ra = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
-        _check_float(x)
-        feature_axes = _canonical_axes(x.ndim, self.axis)
-        red = tuple(i for i in range(x.ndim) if i not in feature_axes)
-        dims = [x.shape[a] for a in feature_axes]
-        shape = [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)]
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(dims, jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(dims, jnp.float32))
+        _, red, shape, ra_mean, ra_var, scale, bias = declare_variables(self, x, self.axis)
         step = self.variable("batch_stats", "step", lambda: jnp.zeros((), jnp.int32))
-        scale = self.param("scale", self.scale_init, dims, jnp.float32)
-        bias = self.param("bias", self.bias_init, dims, jnp.float32)
         if use_ra:
             return normalize(x, ra_mean.value, ra_var.value, scale, bias, epsilon=self.epsilon, feature_shape=shape)
         mean, var, count = batch_moments(x, red)
