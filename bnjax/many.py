@@ -1,4 +1,5 @@
-"""Many runs in one compiled program: K seeds of one config trained together.
+"""Many runs in one compiled program: K seeds (and learning-rate multipliers) of one
+config trained together.
 
 The states of the K runs are stacked along a leading axis and the *same* pure
 `train_chunk` runs over them, either vectorised (``jax.vmap``: one wide program, best
@@ -7,6 +8,10 @@ the program (``lax.map``: for native convolutions on GPU, where vmap turns convo
 into slow grouped convolutions, jax-ml/jax#13800). `layout_for` chooses per model and
 backend. Each run draws exactly the randomness it draws alone (its keys come from its
 own seed), so a run in a group equals the run alone up to floating-point reassociation.
+
+The learning-rate multiplier (the BN paper's "x5", "x30") changes no shape, so it too
+can differ between the runs of a group: the optimiser ends with an injected
+``optax.scale`` whose factor lives in each run's optimiser state.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ import time
 from functools import partial
 from typing import Any
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from bnjax import augment as aug
 from bnjax import data as data_lib
@@ -56,24 +65,53 @@ _chunk_many = jax.jit(train_chunk_many, static_argnames=("layout", "model", "tx"
                                                          "n_steps"), donate_argnums=0)
 
 
+def scaled_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """The config's optimiser at multiplier 1, followed by an injected ``scale`` whose
+    ``step_size`` (the multiplier) is part of the optimiser state."""
+    base = optimizer_for(dataclasses.replace(cfg.optim, lr_multiplier=1.0), cfg.steps)
+    return optax.chain(base, optax.inject_hyperparams(optax.scale)(step_size=1.0))
+
+
+def with_multiplier(state: TrainState, multiplier: float) -> TrainState:
+    """Set the injected learning-rate multiplier of a `scaled_optimizer` state."""
+    inner, injected = state.opt_state
+    hyper = {**injected.hyperparams, "step_size": jnp.asarray(multiplier, jnp.float32)}
+    return state.replace(opt_state=(inner, injected._replace(hyperparams=hyper)))
+
+
+_scaled_optimizer = functools.lru_cache(maxsize=16)(scaled_optimizer)
+
+
 def unstack(states: TrainState, i: int) -> TrainState:
     """Run ``i`` of a stacked state."""
     return jax.tree.map(lambda a: a[i], states)
 
 
 def fit_many(cfg: TrainConfig, seeds: list[int], *, dataset: data_lib.Dataset | None = None,
-             device_data: dict | None = None, layout: str | None = None) -> tuple[TrainState, list[list[dict]], float]:
+             device_data: dict | None = None, layout: str | None = None,
+             lr_multipliers: list[float] | None = None) -> tuple[TrainState, list[list[dict]], float]:
     """Train ``cfg`` for every seed in one program (no workdir; for sweeps and benchmarks).
 
+    Args:
+      lr_multipliers: optional, one per seed: run i uses ``cfg`` with
+        ``optim.lr_multiplier = lr_multipliers[i]`` (replacing the config's multiplier).
     Returns:
-      ``(stacked final states, per-seed evaluation histories, training seconds)``.
+      ``(stacked final states, per-run evaluation histories, training seconds)``.
     """
     ds = dataset if dataset is not None else load_dataset(cfg)
     dev = device_data if device_data is not None else data_lib.to_device(ds)
     model, eval_model = model_for(cfg.model), eval_model_for(cfg.model)
-    tx = optimizer_for(cfg.optim, cfg.steps)
     layout = layout or layout_for(cfg)
-    states = init_many(model, tx, dev["x_train"][: cfg.data.batch_size], list(seeds))
+    if lr_multipliers is None:
+        tx = optimizer_for(cfg.optim, cfg.steps)
+        states = init_many(model, tx, dev["x_train"][: cfg.data.batch_size], list(seeds))
+    else:
+        if len(lr_multipliers) != len(seeds):
+            raise ValueError(f"{len(lr_multipliers)} learning-rate multipliers for {len(seeds)} seeds")
+        tx = _scaled_optimizer(cfg)
+        states = [with_multiplier(create_state(model, tx, dev["x_train"][: cfg.data.batch_size], s), m)
+                  for s, m in zip(seeds, lr_multipliers, strict=True)]
+        states = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
     pipeline = aug.parse_pipeline(cfg.data.augment)
     histories: list[list[dict]] = [[] for _ in seeds]
     step, t0 = 0, time.perf_counter()
