@@ -22,8 +22,8 @@ from bnjax import data as data_lib
 from bnjax import runlog
 from bnjax.checkpoint import Checkpoints
 from bnjax.config import TrainConfig
-from bnjax.evaluate import evaluate as evaluate_arrays
-from bnjax.evaluate import recompute_batch_stats
+from bnjax.evaluation import evaluate as evaluate_arrays
+from bnjax.evaluation import recompute_batch_stats
 from bnjax.loop import eval_model_for, load_dataset, model_for, optimizer_for
 from bnjax.train import DATA, TrainState, create_state
 

@@ -31,7 +31,7 @@ from bnjax import data as data_lib
 from bnjax import parallel, runlog
 from bnjax.checkpoint import BEST_METRIC, Checkpoints
 from bnjax.config import TrainConfig
-from bnjax.evaluate import evaluate, fetch, probe_percentiles, recompute_batch_stats
+from bnjax.evaluation import evaluate, fetch, probe_percentiles, recompute_batch_stats
 from bnjax.models import build_model
 from bnjax.optim import make_optimizer
 from bnjax.train import DATA, TrainState, create_state, train_chunk

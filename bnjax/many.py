@@ -31,7 +31,7 @@ import optax
 from bnjax import augment as aug
 from bnjax import data as data_lib
 from bnjax.config import TrainConfig
-from bnjax.evaluate import evaluate
+from bnjax.evaluation import evaluate
 from bnjax.loop import eval_model_for, load_dataset, model_for, optimizer_for
 from bnjax.train import TrainState, create_state, train_chunk
 

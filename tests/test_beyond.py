@@ -9,7 +9,7 @@ import pytest
 
 from bnjax import BatchNorm, BatchRenorm, fit
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.evaluate import probe_percentiles
+from bnjax.evaluation import probe_percentiles
 from bnjax.fold import fold_batchnorm
 from bnjax.models import build_model
 from bnjax.renorm import renorm_limits

@@ -22,7 +22,7 @@ import numpy as np
 
 from bnjax import data as data_lib
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.evaluate import evaluate
+from bnjax.evaluation import evaluate
 from bnjax.loop import _train_chunk, eval_model_for, model_for, optimizer_for
 from bnjax.train import create_state
 from experiments.bench import torch_models
