@@ -38,8 +38,8 @@ class Run:
 def config_hash(cfg: TrainConfig) -> str:
     """A short hash of the fields that differ from `TrainConfig`'s defaults (the seed
     excluded), so adding a config field with a default keeps existing runs' hashes."""
-    changed = {k: v for k, v in config_lib.flatten(cfg).items()
-               if k != "seed" and v != config_lib.flatten(TrainConfig()).get(k)}
+    defaults = config_lib.flatten(TrainConfig())
+    changed = {k: v for k, v in config_lib.flatten(cfg).items() if k != "seed" and v != defaults.get(k)}
     return hashlib.sha256(json.dumps(changed, sort_keys=True, default=list).encode()).hexdigest()[:12]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -107,3 +108,16 @@ def interruptible():
         print("interrupted: finished runs and a checkpoint of the current one are saved; run the same command "
               "to continue", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+def train_arms(arms: dict, workdir: str, png: str, title: str, *, seeds: int, pool: str | None,
+               progress: bool, steps: int | None) -> tuple[dict, dict]:
+    """Train every arm with ``seeds`` seeds in the run pool (default WORKDIR/runs), draw
+    their loss and accuracy curves into WORKDIR/png. Returns ``(runs, per-arm summary)``."""
+    from bnjax import experiment, plots
+
+    os.makedirs(workdir, exist_ok=True)
+    runs = experiment.run_arms(arms, range(seeds), pool or os.path.join(workdir, "runs"), progress=progress,
+                               steps=steps)
+    plots.curves_figure(runs, os.path.join(workdir, png), title=title)
+    return runs, experiment.summarize(runs)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import experiment, plots, runlog
+from bnjax import runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from experiments import _cli
 
@@ -36,12 +36,10 @@ def arms(b: TrainConfig) -> dict[str, TrainConfig]:
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
         progress: bool = True, steps: int | None = None) -> dict:
-    os.makedirs(workdir, exist_ok=True)
-    runs = experiment.run_arms(arms(base(quick, data)), range(seeds), pool or os.path.join(workdir, "runs"),
+    _, stats = _cli.train_arms(arms(base(quick, data)), workdir, "ablation.png",
+                               f"Comparison of methods on the ConvNet ({data})", seeds=seeds, pool=pool,
                                progress=progress, steps=steps)
-    fig = plots.curves_figure(runs, os.path.join(workdir, "ablation.png"),
-                              title=f"Comparison of methods on the ConvNet ({data})")
-    results = {"figures": {"curves": os.path.basename(fig)}, "arms": experiment.summarize(runs)}
+    results = {"figures": {"curves": "ablation.png"}, "arms": stats}
     runlog.write_json(os.path.join(workdir, "results.json"), results)
     return results
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import experiment, plots, runlog
+from bnjax import runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from experiments import _cli, augment_grid
 
@@ -35,11 +35,10 @@ def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = 
     augment_grid.main(["--data", data, "--out", os.path.join(workdir, "grid.png")])
     b = base(quick, data)
     arms = {name: replace(b, **{"data.augment": spec}) for name, spec in PIPELINES.items()}
-    runs = experiment.run_arms(arms, range(seeds), pool or os.path.join(workdir, "runs"), progress=progress, steps=steps)
-    fig = plots.curves_figure(runs, os.path.join(workdir, "augmentation.png"),
-                              title=f"BN ConvNet with on-device augmentation ({data})")
-    results = {"figures": {"grid": "grid.png", "curves": os.path.basename(fig)},
-               "arms": experiment.summarize(runs)}
+    _, stats = _cli.train_arms(arms, workdir, "augmentation.png",
+                               f"BN ConvNet with on-device augmentation ({data})", seeds=seeds, pool=pool,
+                               progress=progress, steps=steps)
+    results = {"figures": {"grid": "grid.png", "curves": "augmentation.png"}, "arms": stats}
     runlog.write_json(os.path.join(workdir, "results.json"), results)
     return results
 

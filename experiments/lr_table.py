@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import experiment, plots, runlog
+from bnjax import experiment, runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from experiments import _cli
 
@@ -67,13 +67,10 @@ def table(arm_stats: dict) -> dict:
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
         progress: bool = True, steps: int | None = None) -> dict:
-    os.makedirs(workdir, exist_ok=True)
-    runs = experiment.run_arms(arms(base(quick, data)), range(seeds), pool or os.path.join(workdir, "runs"),
+    _, stats = _cli.train_arms(arms(base(quick, data)), workdir, "lr_table.png",
+                               f"BN paper's learning-rate arms, small scale ({data})", seeds=seeds, pool=pool,
                                progress=progress, steps=steps)
-    fig = plots.curves_figure(runs, os.path.join(workdir, "lr_table.png"),
-                              title=f"BN paper's learning-rate arms, small scale ({data})")
-    stats = experiment.summarize(runs)
-    results = {"figures": {"curves": os.path.basename(fig)}, "arms": stats, "table": table(stats), "paper": PAPER}
+    results = {"figures": {"curves": "lr_table.png"}, "arms": stats, "table": table(stats), "paper": PAPER}
     runlog.write_json(os.path.join(workdir, "results.json"), results)
     return results
 

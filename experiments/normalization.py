@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import os
 
-from bnjax import experiment, plots, runlog
+from bnjax import runlog
 from bnjax.config import replace
 from experiments import _cli, fig1_mnist, placement
 
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
         progress: bool = True, steps: int | None = None) -> dict:
-    os.makedirs(workdir, exist_ok=True)
     pool = pool or os.path.join(workdir, "runs")
     b = placement.bases(quick, data)["ConvNet"]
     arms = {"without BN": replace(b, **{"model.norm": "none"}), "with BN": replace(b, **{"model.norm": "batch"})}
-    runs = experiment.run_arms(arms, range(seeds), pool, progress=progress, steps=steps)
-    fig = plots.curves_figure(runs, os.path.join(workdir, "normalization.png"),
-                              title=f"ConvNet with and without batch normalisation ({data})")
+    _, stats = _cli.train_arms(arms, workdir, "normalization.png",
+                               f"ConvNet with and without batch normalisation ({data})", seeds=seeds, pool=pool,
+                               progress=progress, steps=steps)
     f1 = fig1_mnist.DEFAULTS
     if quick:
         f1 = replace(f1, **{"steps": 3_000, "eval_every": 100, "checkpoint_every": 0})
     fig1 = fig1_mnist.run(replace(f1, **{"data.source": data}), workdir, seeds, pool=pool, progress=progress,
                           steps=steps)
-    results = {"figures": {"curves": os.path.basename(fig), "fig1": "fig1.png"},
-               "arms": experiment.summarize(runs), "fig1": fig1}
+    results = {"figures": {"curves": "normalization.png", "fig1": "fig1.png"}, "arms": stats, "fig1": fig1}
     runlog.write_json(os.path.join(workdir, "results.json"), results)
     return results
 

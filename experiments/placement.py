@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import experiment, plots, runlog
+from bnjax import runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from experiments import _cli
 
@@ -41,15 +41,14 @@ def arms(base: TrainConfig, net: str) -> dict[str, TrainConfig]:
 
 def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
         progress: bool = True, steps: int | None = None) -> dict:
-    os.makedirs(workdir, exist_ok=True)
     results = {"figures": {}, "arms": {}}
     for net, base in bases(quick, data).items():
-        runs = experiment.run_arms(arms(base, net), range(seeds), pool or os.path.join(workdir, "runs"),
+        png = f"placement_{net.lower()}.png"
+        _, stats = _cli.train_arms(arms(base, net), workdir, png,
+                                   f"{net}: BN before vs after the nonlinearity ({data})", seeds=seeds, pool=pool,
                                    progress=progress, steps=steps)
-        fig = plots.curves_figure(runs, os.path.join(workdir, f"placement_{net.lower()}.png"),
-                                  title=f"{net}: BN before vs after the nonlinearity ({data})")
-        results["figures"][net] = os.path.basename(fig)
-        results["arms"].update(experiment.summarize(runs))
+        results["figures"][net] = png
+        results["arms"].update(stats)
     runlog.write_json(os.path.join(workdir, "results.json"), results)
     return results
 
