@@ -92,11 +92,14 @@ def prepare(workdir: str, cfg: Any) -> None:
         write_json(path, config_lib.to_dict(cfg))
     import jax
 
-    write_json(os.path.join(workdir, "meta.json"), {
-        "seed": cfg.seed, "versions": versions(), "git": git_revision(),
-        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    })
+    meta_path = os.path.join(workdir, "meta.json")
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    meta = read_json(meta_path) if os.path.exists(meta_path) else {"started": now}
+    if "started" in meta and meta["started"] != now and os.path.exists(meta_path):
+        meta["resumed"] = now  # keep when the run first started
+    meta.update({"seed": cfg.seed, "versions": versions(), "git": git_revision(),
+                 "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()})
+    write_json(meta_path, meta)
 
 
 def update_meta(workdir: str, **fields: Any) -> None:
