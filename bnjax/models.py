@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from bnjax.conv import Conv, max_pool
+from bnjax.conv import Conv, max_pool, pool_fusable, resolve_impl, window_max
 from bnjax.norm import BatchNorm
 
 Array = jax.Array
@@ -181,9 +181,14 @@ class ConvNet(nn.Module):
             )
         act = ACTIVATIONS[self.activation]
         for i, (ch, k) in enumerate(zip(self.channels, self.kernels, strict=True)):
-            conv = partial(Conv, ch, (k, k), kernel_init=self.kernel_init, impl=self.conv_impl, padding=self.padding)
+            # On the im2col path the conv output comes grouped by pooling window
+            # (bnjax.conv.conv2d_pool_s2d); the block's normaliser and activation are
+            # layout-agnostic, and the pool is a max over the window axis.
+            grouped = resolve_impl(self.conv_impl) == "im2col" and pool_fusable(x.shape, (k, k), self.padding)
+            conv = partial(Conv, ch, (k, k), kernel_init=self.kernel_init, impl=self.conv_impl, padding=self.padding,
+                           pool_layout=grouped)
             x = _Block(conv, self.norm, self.placement, act, name=f"conv{i}")(x, train)
-            x = max_pool(x, self.conv_impl)
+            x = window_max(x, 3) if grouped else max_pool(x, self.conv_impl)
         x = x.reshape((x.shape[0], -1))
         dense = partial(nn.Dense, self.dense, kernel_init=self.kernel_init)
         x = _Block(dense, self.norm, self.placement, act, name="fc")(x, train)

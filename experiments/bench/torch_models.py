@@ -22,16 +22,17 @@ def mlp(bn: bool):
     return tnn.Sequential(tnn.Flatten(), *layers, tnn.Linear(100, 10))
 
 
-def speedrun_cnn(bn: bool = False):
+def speedrun_cnn(bn: bool = False, channels: tuple[int, int] = (24, 32), dense: int = 256):
     """tuomaso/train_mnist_fast's network (final version): conv5x5x24-pool-relu,
     conv3x3x32-pool-relu, fc256-relu, fc10 (VALID convolutions); optionally BN after
-    each convolution."""
+    each convolution, other widths."""
     import torch.nn as tnn
 
     def norm(c):
         return [tnn.BatchNorm2d(c)] if bn else []
 
+    c1, c2 = channels
     return tnn.Sequential(
-        tnn.Conv2d(1, 24, 5), *norm(24), tnn.MaxPool2d(2), tnn.ReLU(),
-        tnn.Conv2d(24, 32, 3), *norm(32), tnn.MaxPool2d(2), tnn.ReLU(),
-        tnn.Flatten(), tnn.Linear(800, 256), tnn.ReLU(), tnn.Linear(256, 10))
+        tnn.Conv2d(1, c1, 5), *norm(c1), tnn.MaxPool2d(2), tnn.ReLU(),
+        tnn.Conv2d(c1, c2, 3), *norm(c2), tnn.MaxPool2d(2), tnn.ReLU(),
+        tnn.Flatten(), tnn.Linear(25 * c2, dense), tnn.ReLU(), tnn.Linear(dense, 10))
