@@ -8,10 +8,11 @@ Main entry points: `BatchNorm` (ours, a drop-in for flax.linen.BatchNorm),
 from bnjax.analysis import LoadedRun, evaluate, load_run
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.loop import fit
+from bnjax.many import fit_group, fit_many
 from bnjax.norm import BatchNorm, population_statistics, torch_momentum_to_flax
 from bnjax.renorm import BatchRenorm
 
 __all__ = [
-    "BatchNorm", "BatchRenorm", "LoadedRun", "evaluate", "load_run", "DataConfig", "ModelConfig", "OptimConfig", "TrainConfig", "fit",
-    "population_statistics", "torch_momentum_to_flax",
+    "BatchNorm", "BatchRenorm", "LoadedRun", "evaluate", "load_run", "DataConfig", "ModelConfig", "OptimConfig",
+    "TrainConfig", "fit", "fit_group", "fit_many", "population_statistics", "torch_momentum_to_flax",
 ]

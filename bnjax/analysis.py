@@ -24,8 +24,8 @@ from bnjax.checkpoint import Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluation import evaluate as evaluate_arrays
 from bnjax.evaluation import recompute_batch_stats
-from bnjax.loop import eval_model_for, load_dataset, model_for, optimizer_for
-from bnjax.train import DATA, TrainState, create_state
+from bnjax.loop import eval_model_for, initial_state, load_dataset, model_for, optimizer_for
+from bnjax.train import DATA, TrainState
 
 
 @dataclasses.dataclass
@@ -64,7 +64,7 @@ def load_run(workdir: str, *, step: int | str = "latest") -> LoadedRun:
         raise ValueError(f"{workdir}/meta.json lacks input_shape: the run never started training")
     model, tx = model_for(cfg.model), optimizer_for(cfg.optim, cfg.steps)
     sample = jnp.zeros((cfg.data.batch_size, *meta["input_shape"]), jnp.float32)
-    target = create_state(model, tx, sample, cfg.seed)
+    target = initial_state(cfg, model, tx, sample)
     store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
     try:
         if step == "latest":

@@ -211,10 +211,15 @@ def _tfds(name: str, data_dir: str):
 
 def epoch_batches(key: jax.Array, epoch: jax.Array, n: int, batch_size: int) -> jax.Array:
     """Indices of one epoch's batches, ``(n // batch_size, batch_size)``, without
-    replacement; the incomplete last batch is dropped. Pure in ``(key, epoch)``."""
+    replacement; the incomplete last batch is dropped. Pure in ``(key, epoch)``.
+
+    The permutation sorts ``range(n)`` by 64 random bits (two uint32 sort keys, one stable
+    sort): uniform up to key collisions (probability ~n^2 / 2^65, 1e-10 for n = 60,000),
+    where ``jax.random.permutation`` sorts twice by 32 bits; half the cost on CPU."""
     if batch_size > n:
         raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    bits = jax.random.bits(jax.random.fold_in(key, epoch), (2, n), jnp.uint32)
+    perm = jax.lax.sort((bits[0], bits[1], jnp.arange(n, dtype=jnp.int32)), num_keys=2)[2]
     steps = n // batch_size
     return perm[: steps * batch_size].reshape(steps, batch_size)
 

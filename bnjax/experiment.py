@@ -48,9 +48,31 @@ def run_dir(pool: str, cfg: TrainConfig, seed: int) -> str:
     return os.path.join(pool, config_hash(cfg), f"seed_{seed}")
 
 
+GROUPINGS = ("auto", "together", "sequential")
+_grouping = ["auto"]
+
+
+def set_grouping(mode: str) -> None:
+    """How `run_arms` trains the runs it has to train (the experiment scripts' ``--runs``):
+    "together": runs that differ only in seed and learning-rate multiplier train in one
+    compiled program (`bnjax.many.fit_group`); "sequential": one after another (`fit`);
+    "auto" (default): together on GPU/TPU, sequential on CPU, where one run already keeps
+    the cores busy (experiments/bench/RESULTS.md)."""
+    if mode not in GROUPINGS:
+        raise ValueError(f"unknown grouping {mode!r}; choose from {GROUPINGS}")
+    _grouping[0] = mode
+
+
+def _together() -> bool:
+    import jax
+
+    return _grouping[0] == "together" or (_grouping[0] == "auto" and jax.default_backend() != "cpu")
+
+
 def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *,
              progress: bool = True, steps: int | None = None) -> dict[str, list[Run]]:
-    """Train every arm with every seed (``dataclasses.replace(cfg, seed=s)``).
+    """Train every arm with every seed (``dataclasses.replace(cfg, seed=s)``); runs already
+    finished in the pool are read back (see `set_grouping` for how the others train).
 
     Args:
       arms: arm name -> config (its ``seed`` is replaced by each of ``seeds``).
@@ -63,32 +85,51 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *
     """
     from dataclasses import replace
 
-    cache: dict = {}
-    out: dict[str, list[Run]] = {}
-    total = len(arms) * len(seeds)
-    k = 0
+    from bnjax.many import fit_group, group_key
+
+    cells = []  # (arm, seed, cfg, run dir)
     for arm, base in arms.items():
-        out[arm] = []
         for seed in seeds:
-            k += 1
             cfg = replace(base, seed=seed)
             if steps is not None:
                 cfg = replace(cfg, steps=steps, eval_every=min(cfg.eval_every, steps),
                               checkpoint_every=min(cfg.checkpoint_every, steps))
-            rdir = run_dir(pool, cfg, seed)
-            if os.path.exists(os.path.join(rdir, "results.json")):
-                out[arm].append(Run(arm, seed, cfg, runlog.read_metrics(rdir),
-                                    runlog.read_json(os.path.join(rdir, "results.json"))))
-                continue
-            key = (cfg.data.source, cfg.data.data_dir, cfg.data.image_size, cfg.model.num_classes)
-            if key not in cache:
-                ds = load_dataset(cfg)
-                cache.clear()  # keep one data set on the device at a time
-                cache[key] = (ds, data_lib.to_device(ds))
-            ds, dev = cache[key]
-            res = fit(cfg, rdir, dataset=ds, device_data=dev, progress=progress,
-                      desc=f"[{k}/{total}] {arm} seed {seed}")
-            out[arm].append(Run(arm, seed, cfg, res.history, res.summary))
+            cells.append((arm, seed, cfg, run_dir(pool, cfg, seed)))
+    done: dict[str, Run] = {}
+    todo = []
+    for arm, seed, cfg, rdir in cells:
+        if os.path.exists(os.path.join(rdir, "results.json")):
+            done[rdir] = Run(arm, seed, cfg, runlog.read_metrics(rdir),
+                             runlog.read_json(os.path.join(rdir, "results.json")))
+        else:
+            todo.append((arm, seed, cfg, rdir))
+    groups: dict = {}
+    for cell in todo:  # one program per group when training together, else one per run
+        groups.setdefault(group_key(cell[2]) if _together() else cell[3], []).append(cell)
+    cache: dict = {}
+    k = len(done)
+    for group in groups.values():
+        cfg0 = group[0][2]
+        key = (cfg0.data.source, cfg0.data.data_dir, cfg0.data.image_size, cfg0.model.num_classes)
+        if key not in cache:
+            ds = load_dataset(cfg0)
+            cache.clear()  # keep one data set on the device at a time
+            cache[key] = (ds, data_lib.to_device(ds))
+        ds, dev = cache[key]
+        names = ", ".join(sorted({f"{a}" for a, _, _, _ in group}))
+        desc = f"[{k + 1}-{k + len(group)}/{len(cells)}] {names}" if len(group) > 1 else \
+            f"[{k + 1}/{len(cells)}] {group[0][0]} seed {group[0][1]}"
+        if len(group) > 1:
+            results = fit_group([c[2] for c in group], [c[3] for c in group], dataset=ds, device_data=dev,
+                                progress=progress, desc=desc)
+        else:
+            results = [fit(group[0][2], group[0][3], dataset=ds, device_data=dev, progress=progress, desc=desc)]
+        for (arm, seed, cfg, rdir), res in zip(group, results, strict=True):
+            done[rdir] = Run(arm, seed, cfg, res.history, res.summary)
+        k += len(group)
+    out: dict[str, list[Run]] = {}
+    for arm, _, _, rdir in cells:
+        out.setdefault(arm, []).append(done[rdir])
     return out
 
 

@@ -33,7 +33,7 @@ from bnjax.checkpoint import BEST_METRIC, Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluation import evaluate, fetch, probe_percentiles, recompute_batch_stats
 from bnjax.models import build_model
-from bnjax.optim import make_optimizer
+from bnjax.optim import make_optimizer, with_multiplier
 from bnjax.train import DATA, TrainState, create_state, train_chunk
 
 PROBE_QS = (15.0, 50.0, 85.0)
@@ -59,10 +59,26 @@ def eval_model_for(model_cfg: Any) -> Any:
     return model_for(model_cfg)
 
 
-@functools.lru_cache(maxsize=64)
 def optimizer_for(optim_cfg: Any, total_steps: int) -> Any:
-    """The optimiser of a config, cached so equal configs share compiled steps."""
+    """The optimiser of a config, cached so equal configs share compiled steps.
+
+    The learning-rate multiplier lives in the optimiser state (`bnjax.optim`), so configs
+    that differ only in it share one optimiser (and one compiled step): its initial state
+    has multiplier 1, and `initial_state` sets the config's.
+    """
+    return _optimizer(dataclasses.replace(optim_cfg, lr_multiplier=1.0), total_steps)
+
+
+@functools.lru_cache(maxsize=64)
+def _optimizer(optim_cfg: Any, total_steps: int) -> Any:
     return make_optimizer(optim_cfg, total_steps)
+
+
+def initial_state(cfg: TrainConfig, model: Any, tx: Any, sample_x: Any) -> TrainState:
+    """The state a run of ``cfg`` starts from: `create_state` with the config's seed and
+    learning-rate multiplier."""
+    state = create_state(model, tx, sample_x, cfg.seed)
+    return state.replace(opt_state=with_multiplier(state.opt_state, cfg.optim.lr_multiplier))
 
 
 @dataclasses.dataclass
@@ -89,6 +105,22 @@ def boundaries(cfg: TrainConfig) -> list[int]:
     if cfg.checkpoint_every:
         marks |= set(range(cfg.checkpoint_every, cfg.steps, cfg.checkpoint_every))
     return sorted(marks)
+
+
+def due(cfg: TrainConfig, mark: int) -> tuple[bool, bool]:
+    """Whether the driver evaluates, and checkpoints, after step ``mark``."""
+    is_eval = mark % cfg.eval_every == 0 or mark == cfg.steps
+    is_ckpt = mark == cfg.steps or bool(cfg.checkpoint_every and mark % cfg.checkpoint_every == 0) or (
+        not cfg.checkpoint_every and is_eval)
+    return is_eval, is_ckpt
+
+
+def probe_inputs(cfg: TrainConfig, dev: dict) -> Any:
+    """The test images the internal-covariate-shift probes run on."""
+    n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
+    if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
+        n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
+    return dev["x_test"][:n_probe]
 
 
 def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Dataset | None = None,
@@ -127,7 +159,7 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     model, eval_model = model_for(cfg.model), eval_model_for(cfg.model)
     tx = optimizer_for(cfg.optim, cfg.steps)
     pipeline = aug.parse_pipeline(cfg.data.augment)
-    state = create_state(model, tx, dev["x_train"][: cfg.data.batch_size], cfg.seed)
+    state = initial_state(cfg, model, tx, dev["x_train"][: cfg.data.batch_size])
     sharding = None
     if mesh is not None:
         parallel.check_batch(cfg.data.batch_size, mesh)
@@ -149,10 +181,7 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
 
         state = multihost_utils.broadcast_one_to_all(state)
 
-    n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
-    if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
-        n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
-    probe_x = dev["x_test"][:n_probe]
+    probe_x = probe_inputs(cfg, dev)
     if mesh is not None:
         state = parallel.replicate(state, mesh)
     step = int(state.step)
@@ -173,9 +202,7 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
                                           sharding=sharding)
             pending.append(metrics)
             chunk_start, step = step, mark
-            is_eval = mark % cfg.eval_every == 0 or mark == cfg.steps
-            is_ckpt = mark == cfg.steps or (cfg.checkpoint_every and mark % cfg.checkpoint_every == 0) or (
-                not cfg.checkpoint_every and is_eval)
+            is_eval, is_ckpt = due(cfg, mark)
             if not (is_eval or is_ckpt):
                 continue
             losses = np.concatenate([np.asarray(m["loss"]) for m in pending])  # the host syncs here only

@@ -5,13 +5,21 @@ by `decay_mask`, since decaying them fights the normaliser (and gamma sets the s
 BN restores). For SGD/momentum/Adam the decay ``wd * w`` is added to the gradient
 (coupled L2, as the BN paper's Inception uses); for AdamW it is decoupled
 (Loshchilov & Hutter 2019).
+
+The learning-rate multiplier (the BN paper's "x5", "x30") is not folded into the schedule:
+every optimiser ends with an injected ``optax.scale`` whose factor lives in the optimiser
+*state* (`with_multiplier`). Updates are linear in the learning rate for all of these
+optimisers, so this equals multiplying the rate; and runs that differ only in the multiplier
+share one compiled step (and can be stacked along a run axis, `bnjax.many`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -27,7 +35,8 @@ def decay_mask(params: Any) -> Any:
 
 
 def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
-    """Learning rate as a function of the step, ``base = learning_rate * lr_multiplier``.
+    """Learning rate as a function of the step, ``base = learning_rate * lr_multiplier``
+    (`make_optimizer` applies the multiplier separately, through `with_multiplier`).
 
     * constant: ``base``.
     * exponential: ``base * decay_rate ** (step / decay_steps)`` after ``warmup_steps`` of
@@ -52,14 +61,27 @@ def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
-    """The optax transformation a `bnjax.config.OptimConfig` describes.
+    """The optax transformation a `bnjax.config.OptimConfig` describes: the optimiser at
+    multiplier 1, then ``optax.scale(lr_multiplier)`` injected into the state.
 
     Args:
       cfg: validated OptimConfig.
       total_steps: length of the run (for cosine and one-cycle schedules).
     Returns:
-      An optax GradientTransformation.
+      An optax GradientTransformation; its initial state carries ``cfg.lr_multiplier``.
     """
+    base = _base_optimizer(dataclasses.replace(cfg, lr_multiplier=1.0), total_steps)
+    return optax.chain(base, optax.inject_hyperparams(optax.scale)(step_size=cfg.lr_multiplier))
+
+
+def with_multiplier(opt_state: Any, multiplier: float | jax.Array) -> Any:
+    """A `make_optimizer` state with its learning-rate multiplier replaced."""
+    inner, injected = opt_state
+    hyper = {**injected.hyperparams, "step_size": jnp.asarray(multiplier, jnp.float32)}
+    return (inner, injected._replace(hyperparams=hyper))
+
+
+def _base_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
     lr = make_schedule(cfg, total_steps)
     if cfg.name == "adamw":
         return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)

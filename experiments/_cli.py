@@ -12,17 +12,22 @@ from bnjax import config as config_lib
 from bnjax.config import TrainConfig
 
 
-def make_parser(doc: str, defaults: TrainConfig, *, workdir: str, seeds: int = 3) -> argparse.ArgumentParser:
-    """A parser with --workdir, --data, --seeds, --quiet and every config field."""
+def make_parser(doc: str, defaults: TrainConfig, *, workdir: str, seeds: int = 3,
+                runs_flag: bool = False) -> argparse.ArgumentParser:
+    """A parser with --workdir, --data, --seeds, --quiet, every config field, and --runs
+    for scripts that train several runs."""
     p = argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--seeds N] [--quiet] [--SECTION.FIELD VALUE ...]")
+        usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--seeds N] [--quiet] "
+              f"{'[--runs MODE] ' if runs_flag else ''}[--SECTION.FIELD VALUE ...]")
     p.add_argument("--workdir", default=workdir, help=f"experiment directory (default: {workdir})")
     p.add_argument("--data", default=None,
                    help="data source: digits | mnist | fashion_mnist | cifar10 | cifar100 | npz:PATH | idx:DIR "
                         f"(default: {defaults.data.source})")
     p.add_argument("--seeds", type=int, default=seeds, help=f"seeds per arm (default: {seeds})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if runs_flag:
+        add_runs_flag(p)
     config_lib.add_flags(p, defaults)
     return p
 
@@ -33,6 +38,8 @@ def parse(p: argparse.ArgumentParser, defaults: TrainConfig, argv: Sequence[str]
     args = p.parse_args(argv)
     if args.seeds < 1:
         p.error(f"--seeds must be >= 1, got {args.seeds}")
+    if hasattr(args, "runs"):
+        apply_runs_flag(args)
     try:
         cfg = config_lib.from_flags(args, defaults)
         changes = {}
@@ -61,7 +68,21 @@ def experiment_parser(doc: str, *, workdir: str) -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--steps", type=int, default=None, help="override every arm's training steps (smoke tests)")
+    add_runs_flag(p)
     return p
+
+
+def add_runs_flag(p: argparse.ArgumentParser) -> None:
+    """--runs: how the runs of an experiment train (bnjax.experiment.set_grouping)."""
+    p.add_argument("--runs", choices=("auto", "together", "sequential"), default="auto",
+                   help="together: runs differing only in seed / learning-rate multiplier train in one compiled "
+                        "program; sequential: one after another; auto (default): together except on CPU")
+
+
+def apply_runs_flag(args: argparse.Namespace) -> None:
+    from bnjax import experiment
+
+    experiment.set_grouping(args.runs)
 
 
 def data_source(p: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -94,6 +115,7 @@ def experiment_main(doc: str, workdir: str, run, argv=None) -> dict:
     progress=, steps=)``; returns its results."""
     p = experiment_parser(doc, workdir=workdir)
     args = p.parse_args(argv)
+    apply_runs_flag(args)
     with interruptible():
         return run(args.workdir, quick=args.quick, data=data_source(p, args), seeds=args.seeds,
                    progress=not args.quiet, steps=args.steps)

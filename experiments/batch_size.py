@@ -72,6 +72,7 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=float, default=1.0, help="epochs per run (default: 1)")
     args = p.parse_args(argv)
     data = _cli.data_source(p, args)
+    _cli.apply_runs_flag(args)
     if args.epochs <= 0:
         p.error(f"--epochs must be > 0, got {args.epochs}")
     res = run(args.workdir, data=data, seeds=args.seeds, epochs=args.epochs * (3 if args.quick else 1),

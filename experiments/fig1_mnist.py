@@ -66,7 +66,7 @@ def run(base: TrainConfig, workdir: str, seeds: int, *, pool: str | None = None,
 
 
 def main(argv=None) -> None:
-    parser = _cli.make_parser(__doc__, DEFAULTS, workdir="runs/fig1")
+    parser = _cli.make_parser(__doc__, DEFAULTS, workdir="runs/fig1", runs_flag=True)
     args, cfg = _cli.parse(parser, DEFAULTS, argv)
     res = run(cfg, args.workdir, args.seeds, progress=not args.quiet)
     for arm, r in res["arms"].items():

@@ -28,6 +28,7 @@ def main(argv=None) -> None:
     p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
     args = p.parse_args(argv)
     data = _cli.data_source(p, args)
+    _cli.apply_runs_flag(args)
     names = list(EXPERIMENTS) if args.only is None else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:

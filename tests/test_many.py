@@ -45,3 +45,113 @@ def test_learning_rate_multiplier_as_a_run_axis():
         alone = fit(dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_multiplier=m)), progress=False)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                      unstack(states, i).params, alone.state.params)
+
+
+@pytest.mark.parametrize("arch,layout", [("mlp", "vmap"), ("convnet", "map")])
+def test_shared_batches_equal_runs_alone_with_the_first_runs_data_key(arch, layout):
+    """share_data: run i == run i alone with its data key replaced by run 0's; its own init,
+    dropout and augmentation keys still apply."""
+    from bnjax import augment as aug
+    from bnjax import data as data_lib
+    from bnjax.loop import _train_chunk, model_for, optimizer_for
+    from bnjax.many import _chunk_many, init_many
+    from bnjax.train import DATA, create_state
+
+    cfg = ModelConfig(arch=arch, hidden=(32, 16), channels=(4, 6), dense=16, norm="batch", activation="relu",
+                      dropout=0.2)
+    model, tx = model_for(cfg), optimizer_for(OptimConfig(name="momentum", learning_rate=0.05), 100)
+    dev = data_lib.to_device(data_lib.load("digits"))
+    x, y, pipeline = dev["x_train"], dev["y_train"], aug.parse_pipeline("hflip")
+    seeds = [3, 7, 11]
+    states, metrics = _chunk_many(init_many(model, tx, x[:16], seeds), x, y, layout=layout, share_data=True,
+                                  model=model, tx=tx, pipeline=pipeline, batch_size=16, n_steps=120)  # > 1 epoch
+    assert metrics["loss"].shape == (3, 120)
+    data_key = create_state(model, tx, x[:16], seeds[0]).keys[DATA]
+    for i, seed in enumerate(seeds):
+        alone = create_state(model, tx, x[:16], seed)
+        alone = alone.replace(keys=alone.keys.at[DATA].set(data_key))
+        alone, m = _train_chunk(alone, x, y, model=model, tx=tx, pipeline=pipeline, batch_size=16, n_steps=120)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+                     unstack(states, i).params, alone.params)
+        np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=2e-4, atol=2e-5)
+    assert not np.allclose(unstack(states, 1).params["head"]["kernel"], unstack(states, 2).params["head"]["kernel"])
+
+
+def _group_cfg(**kw):
+    return TrainConfig(model=ModelConfig(arch="mlp", hidden=(32, 16), norm="batch", activation="relu"),
+                       optim=OptimConfig(name="momentum", learning_rate=0.05),
+                       data=DataConfig(source="digits", batch_size=16), steps=40, eval_every=20,
+                       population_stats_batches=4, **kw)
+
+
+def test_fit_group_writes_each_run_as_fit_alone_and_isolates_a_diverging_run(tmp_path):
+    from bnjax import runlog
+    from bnjax.many import fit_group
+
+    base = _group_cfg()
+    cfgs = [dataclasses.replace(base, seed=1),
+            dataclasses.replace(base, seed=2, optim=dataclasses.replace(base.optim, lr_multiplier=3.0)),
+            dataclasses.replace(base, seed=3, optim=dataclasses.replace(base.optim, lr_multiplier=1e6))]
+    dirs = [str(tmp_path / f"run{i}") for i in range(3)]
+    res = fit_group(cfgs, dirs, progress=False)
+    assert res[2].summary["diverged_at"] is not None  # x1e6 blows up ...
+    for i in (0, 1):  # ... while the others train exactly as alone
+        alone = fit(cfgs[i], str(tmp_path / f"alone{i}"), progress=False)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
+                     res[i].state.params, alone.state.params)
+        assert res[i].summary["diverged_at"] is None
+        for key in ("final_test_accuracy", "test_accuracy_population_stats", "final_step"):
+            np.testing.assert_allclose(res[i].summary[key], alone.summary[key], atol=1e-3)
+        got, want = runlog.read_metrics(dirs[i]), runlog.read_metrics(str(tmp_path / f"alone{i}"))
+        assert [r["step"] for r in got] == [r["step"] for r in want] == [20, 40]
+        np.testing.assert_allclose([r["probes"]["block1"] for r in got], [r["probes"]["block1"] for r in want],
+                                   rtol=1e-3, atol=1e-4)
+        assert runlog.read_json(f"{dirs[i]}/results.json")["final_step"] == 40
+    assert "diverged_at" in runlog.read_metrics(dirs[2])[-1]
+
+
+def test_fit_group_resumes_from_the_runs_checkpoints_and_refuses_mixed_configs(tmp_path):
+    from bnjax.many import fit_group
+
+    base = _group_cfg(checkpoint_every=20)
+    cfgs = [dataclasses.replace(base, seed=s) for s in (4, 5)]
+    dirs = [str(tmp_path / f"r{s}") for s in (4, 5)]
+    # a group that stopped at step 20 (its checkpoints kept) continues to 40 == uninterrupted
+    import shutil
+
+    full = fit_group(cfgs, dirs, progress=False)
+    for d in dirs:
+        shutil.rmtree(f"{d}/checkpoints/40")
+        (tmp_path / d / "results.json").unlink()
+    resumed = fit_group(cfgs, dirs, progress=False)
+    for a, b in zip(full, resumed, strict=True):
+        jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a.state.params, b.state.params)
+        assert [r["step"] for r in b.history] == [20, 40]
+    with pytest.raises(ValueError, match="model.hidden"):
+        fit_group([cfgs[0], dataclasses.replace(cfgs[1], model=dataclasses.replace(base.model, hidden=(8,)))],
+                  progress=False)
+
+
+def test_run_arms_together_compiles_one_program_for_arms_differing_in_multiplier(tmp_path):
+    from bnjax import experiment
+    from bnjax.many import _chunk_many
+
+    base = _group_cfg()
+    arms = {"x1": base, "x2": dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_multiplier=2.0))}
+    experiment.set_grouping("together")
+    try:
+        before = _chunk_many._cache_size()
+        together = experiment.run_arms(arms, [0, 1], str(tmp_path / "pool"), progress=False)
+        assert _chunk_many._cache_size() - before == 1  # 4 runs, 2 arms: one compiled chunk
+    finally:
+        experiment.set_grouping("auto")
+    experiment.set_grouping("sequential")
+    try:
+        alone = experiment.run_arms(arms, [0, 1], str(tmp_path / "pool2"), progress=False)
+    finally:
+        experiment.set_grouping("auto")
+    for arm in arms:
+        for a, b in zip(together[arm], alone[arm], strict=True):
+            np.testing.assert_allclose(a.summary["final_test_accuracy"], b.summary["final_test_accuracy"], atol=1e-3)
+    with pytest.raises(ValueError, match="grouping"):
+        experiment.set_grouping("parallel")

@@ -24,7 +24,7 @@ CNN = TrainConfig(model=ModelConfig(arch="convnet", norm="batch", activation="re
                   optim=OptimConfig(name="momentum", learning_rate=0.01), data=DataConfig(batch_size=60))
 
 
-def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int) -> tuple[float, float]:
+def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data: bool) -> tuple[float, float]:
     model, tx = model_for(cfg.model), optimizer_for(cfg.optim, steps)
     b = cfg.data.batch_size
     one = [create_state(model, tx, x[:b], 0)]
@@ -38,8 +38,8 @@ def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int) -> tuple[f
     layout = layout_for(cfg)
 
     def together():
-        many[0], m = _chunk_many(many[0], x, y, layout=layout, model=model, tx=tx, pipeline=(), batch_size=b,
-                                 n_steps=steps)
+        many[0], m = _chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=model, tx=tx,
+                                 pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 
     return median_seconds(sequential, repeats=repeats), median_seconds(together, repeats=repeats)
@@ -55,12 +55,15 @@ def main(argv=None) -> None:
     x = jax.numpy.asarray(rng.standard_normal((60_000, 28, 28, 1), np.float32))
     y = jax.numpy.asarray(rng.integers(0, 10, 60_000).astype(np.int32))
     rows = []
-    for name, cfg, k in (("MLP", MLP, 8), ("MLP", MLP, 64), ("ConvNet", CNN, args.cnn_k)):
-        t_seq, t_one = timings(cfg, k, args.steps, x, y, args.repeats)
-        rows.append([name, str(k), layout_for(cfg), f"{t_seq / (k * args.steps) * 1e6:,.0f}",
+    for name, cfg, k, share in (("MLP", MLP, 8, False), ("MLP", MLP, 8, True), ("MLP", MLP, 64, False),
+                                ("MLP", MLP, 64, True), ("ConvNet", CNN, args.cnn_k, False),
+                                ("ConvNet", CNN, args.cnn_k, True)):
+        t_seq, t_one = timings(cfg, k, args.steps, x, y, args.repeats, share)
+        rows.append([name, str(k), layout_for(cfg), "shared" if share else "own",
+                     f"{t_seq / (k * args.steps) * 1e6:,.0f}",
                      f"{t_one / (k * args.steps) * 1e6:,.0f}", f"{t_seq / t_one:.2f}x"])
     print(f"K runs of {args.steps} steps each, batch 60; backend {jax.default_backend()}")
-    print(table(["model", "K", "layout", "sequential us / model-step", "one program us / model-step",
+    print(table(["model", "K", "layout", "batches", "sequential us / model-step", "one program us / model-step",
                  "throughput gain"], rows))
 
 
