@@ -24,7 +24,7 @@ from bnjax.checkpoint import Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluation import evaluate as evaluate_arrays
 from bnjax.evaluation import recompute_batch_stats
-from bnjax.loop import eval_model_for, initial_state, load_dataset, model_for, optimizer_for
+from bnjax.loop import eval_model_for, initial_state, load_dataset, optimizer_for
 from bnjax.train import DATA, TrainState
 
 
@@ -62,9 +62,9 @@ def load_run(workdir: str, *, step: int | str = "latest") -> LoadedRun:
     meta = runlog.read_json(os.path.join(workdir, "meta.json"))
     if "input_shape" not in meta:
         raise ValueError(f"{workdir}/meta.json lacks input_shape: the run never started training")
-    model, tx = model_for(cfg.model), optimizer_for(cfg.optim, cfg.steps)
+    tx = optimizer_for(cfg.optim, cfg.steps)
     sample = jnp.zeros((cfg.data.batch_size, *meta["input_shape"]), jnp.float32)
-    target = initial_state(cfg, model, tx, sample)
+    target = initial_state(cfg, tx, sample)
     store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
     try:
         if step == "latest":

@@ -54,7 +54,8 @@ _grouping = ["auto"]
 
 def set_grouping(mode: str) -> None:
     """How `run_arms` trains the runs it has to train (the experiment scripts' ``--runs``):
-    "together": runs that differ only in seed and learning-rate multiplier train in one
+    "together": runs that differ only along `bnjax.many.RUN_AXES` (seed, learning-rate
+    multiplier, weight decay, initialiser) train in one
     compiled program (`bnjax.many.fit_group`); "sequential": one after another (`fit`);
     "auto" (default): together on GPU/TPU, sequential on CPU, where one run already keeps
     the cores busy (experiments/bench/RESULTS.md)."""

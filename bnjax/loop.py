@@ -33,7 +33,7 @@ from bnjax.checkpoint import BEST_METRIC, Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluation import evaluate, fetch, probe_percentiles, recompute_batch_stats
 from bnjax.models import build_model
-from bnjax.optim import make_optimizer, with_multiplier
+from bnjax.optim import make_optimizer, set_hyperparams
 from bnjax.train import DATA, TrainState, create_state, train_chunk
 
 PROBE_QS = (15.0, 50.0, 85.0)
@@ -43,9 +43,16 @@ _train_chunk = jax.jit(
 )
 
 
-@functools.lru_cache(maxsize=64)
 def model_for(model_cfg: Any) -> Any:
-    """The model of a config, cached so equal configs share compiled steps."""
+    """The model a run of this config trains and evaluates with, cached so equal configs
+    share compiled steps. The initialiser only matters at `initial_state`, so configs that
+    differ only in ``init``/``init_std`` share one model (and one compiled step)."""
+    default = type(model_cfg)()
+    return _init_model(dataclasses.replace(model_cfg, init=default.init, init_std=default.init_std))
+
+
+@functools.lru_cache(maxsize=64)
+def _init_model(model_cfg: Any) -> Any:
     return build_model(model_cfg)
 
 
@@ -62,11 +69,12 @@ def eval_model_for(model_cfg: Any) -> Any:
 def optimizer_for(optim_cfg: Any, total_steps: int) -> Any:
     """The optimiser of a config, cached so equal configs share compiled steps.
 
-    The learning-rate multiplier lives in the optimiser state (`bnjax.optim`), so configs
-    that differ only in it share one optimiser (and one compiled step): its initial state
-    has multiplier 1, and `initial_state` sets the config's.
+    The learning-rate multiplier and the weight decay live in the optimiser state
+    (`bnjax.optim`), so configs that differ only in them share one optimiser (and one
+    compiled step): its initial state has multiplier 1 and no decay, and `initial_state`
+    sets the config's values.
     """
-    return _optimizer(dataclasses.replace(optim_cfg, lr_multiplier=1.0), total_steps)
+    return _optimizer(dataclasses.replace(optim_cfg, lr_multiplier=1.0, weight_decay=0.0), total_steps)
 
 
 @functools.lru_cache(maxsize=64)
@@ -74,11 +82,12 @@ def _optimizer(optim_cfg: Any, total_steps: int) -> Any:
     return make_optimizer(optim_cfg, total_steps)
 
 
-def initial_state(cfg: TrainConfig, model: Any, tx: Any, sample_x: Any) -> TrainState:
+def initial_state(cfg: TrainConfig, tx: Any, sample_x: Any) -> TrainState:
     """The state a run of ``cfg`` starts from: `create_state` with the config's seed and
-    learning-rate multiplier."""
-    state = create_state(model, tx, sample_x, cfg.seed)
-    return state.replace(opt_state=with_multiplier(state.opt_state, cfg.optim.lr_multiplier))
+    initialiser, and the config's injected optimiser values (``tx`` from `optimizer_for`)."""
+    state = create_state(_init_model(cfg.model), tx, sample_x, cfg.seed)
+    return state.replace(opt_state=set_hyperparams(state.opt_state, lr_multiplier=cfg.optim.lr_multiplier,
+                                                   weight_decay=cfg.optim.weight_decay))
 
 
 @dataclasses.dataclass
@@ -159,7 +168,7 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
     model, eval_model = model_for(cfg.model), eval_model_for(cfg.model)
     tx = optimizer_for(cfg.optim, cfg.steps)
     pipeline = aug.parse_pipeline(cfg.data.augment)
-    state = initial_state(cfg, model, tx, dev["x_train"][: cfg.data.batch_size])
+    state = initial_state(cfg, tx, dev["x_train"][: cfg.data.batch_size])
     sharding = None
     if mesh is not None:
         parallel.check_batch(cfg.data.batch_size, mesh)

@@ -1,5 +1,7 @@
-"""Many runs in one compiled program: K seeds (and learning-rate multipliers) of one
-config trained together.
+"""Many runs in one compiled program: runs of one config that differ only along the run
+axes (seed, learning-rate multiplier, weight decay, initialiser and its scale) trained
+together, by `fit_group` (with run directories, as `bnjax.fit` would write them) or
+`fit_many` (in memory).
 
 The states of the K runs are stacked along a leading axis and the *same* pure
 `train_chunk` runs over them, either vectorised (``jax.vmap``: one wide program, best
@@ -9,9 +11,9 @@ into slow grouped convolutions, jax-ml/jax#13800). `layout_for` chooses per mode
 backend. Each run draws exactly the randomness it draws alone (its keys come from its
 own seed), so a run in a group equals the run alone up to floating-point reassociation.
 
-The learning-rate multiplier (the BN paper's "x5", "x30") changes no shape, so it too
-can differ between the runs of a group: every bnjax optimiser ends with an injected
-``optax.scale`` whose factor lives in each run's optimiser state (`bnjax.optim`).
+The learning-rate multiplier (the BN paper's "x5", "x30") and the weight decay change no
+shape: every bnjax optimiser carries them as injected hyper-parameters in each run's
+optimiser state (`bnjax.optim`). The initialiser only acts when the state is created.
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from bnjax import data as data_lib
 from bnjax import parallel, runlog
 from bnjax.checkpoint import BEST_METRIC, Checkpoints
 from bnjax.config import TrainConfig
-from bnjax.loop import (RunResult, _deleted, _evaluation, _InterruptFlag, _summary, _with_population_stats, boundaries, due, eval_model_for,
-                        initial_state, load_dataset, model_for, optimizer_for, probe_inputs)
+from bnjax.loop import (RunResult, _deleted, _evaluation, _InterruptFlag, _summary, _with_population_stats,
+                        boundaries, due, eval_model_for, initial_state, load_dataset, model_for, optimizer_for,
+                        probe_inputs)
 from bnjax.train import (DATA, TrainState, chunk_batch, chunk_orders, create_state, train_chunk,
                          train_step)
 
@@ -102,10 +105,18 @@ def unstack(states: TrainState, i: int) -> TrainState:
     return jax.tree.map(lambda a: a[i], states)
 
 
+RUN_AXES = ("seed", "optim.lr_multiplier", "optim.weight_decay", "model.init", "model.init_std")
+
+
 def group_key(cfg: TrainConfig) -> TrainConfig:
-    """What runs trained in one program must share: the config up to its seed and
-    learning-rate multiplier (the run axes)."""
-    return dataclasses.replace(cfg, seed=0, optim=dataclasses.replace(cfg.optim, lr_multiplier=1.0))
+    """What runs trained in one program must share: the config up to the run axes
+    (`RUN_AXES`: values that change no shape and live in the state, or only matter at
+    initialisation)."""
+    d = TrainConfig()
+    return dataclasses.replace(cfg, seed=d.seed,
+                               optim=dataclasses.replace(cfg.optim, lr_multiplier=d.optim.lr_multiplier,
+                                                         weight_decay=d.optim.weight_decay),
+                               model=dataclasses.replace(cfg.model, init=d.model.init, init_std=d.model.init_std))
 
 
 def fit_group(cfgs: list[TrainConfig], workdirs: list[str] | None = None, *,
@@ -118,7 +129,8 @@ def fit_group(cfgs: list[TrainConfig], workdirs: list[str] | None = None, *,
     the others go on.
 
     Args:
-      cfgs: the runs' configs; they may differ only in ``seed`` and ``optim.lr_multiplier``.
+      cfgs: the runs' configs; they may differ only in the `RUN_AXES` (seed, learning-rate
+        multiplier, weight decay, initialiser and its scale).
       workdirs: one run directory per config (or None: in memory). Resuming restores the
         latest step every run has a checkpoint of; otherwise the group starts over.
       layout: "vmap" or "map" (default `layout_for`).
@@ -132,7 +144,7 @@ def fit_group(cfgs: list[TrainConfig], workdirs: list[str] | None = None, *,
     for c in cfgs[1:]:
         fields = config_lib.diff(group_key(base), group_key(c))
         if fields:
-            raise ValueError(f"runs trained together may differ only in seed and optim.lr_multiplier; "
+            raise ValueError(f"runs trained together may differ only in {', '.join(RUN_AXES)}; "
                              f"these differ too: {', '.join(fields)}")
     if workdirs is not None and len(workdirs) != len(cfgs):
         raise ValueError(f"{len(workdirs)} workdirs for {len(cfgs)} configs")
@@ -149,7 +161,7 @@ def fit_group(cfgs: list[TrainConfig], workdirs: list[str] | None = None, *,
     layout = layout or layout_for(base)
     pipeline = aug.parse_pipeline(base.data.augment)
     sample = dev["x_train"][: base.data.batch_size]
-    runs = [initial_state(c, model, tx, sample) for c in cfgs]
+    runs = [initial_state(c, tx, sample) for c in cfgs]
     stores = [Checkpoints(os.path.join(w, "checkpoints"), keep=c.keep_checkpoints) if w else None
               for w, c in zip(dirs, cfgs, strict=True)]
     histories: list[list[dict]] = [[] for _ in cfgs]

@@ -6,11 +6,12 @@ BN restores). For SGD/momentum/Adam the decay ``wd * w`` is added to the gradien
 (coupled L2, as the BN paper's Inception uses); for AdamW it is decoupled
 (Loshchilov & Hutter 2019).
 
-The learning-rate multiplier (the BN paper's "x5", "x30") is not folded into the schedule:
-every optimiser ends with an injected ``optax.scale`` whose factor lives in the optimiser
-*state* (`with_multiplier`). Updates are linear in the learning rate for all of these
-optimisers, so this equals multiplying the rate; and runs that differ only in the multiplier
-share one compiled step (and can be stacked along a run axis, `bnjax.many`).
+The learning-rate multiplier (the BN paper's "x5", "x30") and the weight decay are not baked
+into the program: the multiplier is an injected ``optax.scale`` at the end of the chain and the
+decay an injected ``optax.add_decayed_weights``, both with their value in the optimiser
+*state* (`set_hyperparams`). Updates are linear in the learning rate for all of these
+optimisers, so the multiplier equals multiplying the rate. Runs that differ only in these
+values share one compiled step and can be stacked along a run axis (`bnjax.many`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def decay_mask(params: Any) -> Any:
 
 def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
     """Learning rate as a function of the step, ``base = learning_rate * lr_multiplier``
-    (`make_optimizer` applies the multiplier separately, through `with_multiplier`).
+    (`make_optimizer` applies the multiplier separately, as an injected ``scale``).
 
     * constant: ``base``.
     * exponential: ``base * decay_rate ** (step / decay_steps)`` after ``warmup_steps`` of
@@ -61,30 +62,25 @@ def make_schedule(cfg: Any, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
-    """The optax transformation a `bnjax.config.OptimConfig` describes: the optimiser at
-    multiplier 1, then ``optax.scale(lr_multiplier)`` injected into the state.
+    """The optax transformation a `bnjax.config.OptimConfig` describes.
+
+    sgd/momentum/nesterov/adam: ``chain(add_decayed_weights(wd), optimiser(schedule),
+    scale(multiplier))``; adamw: ``chain(scale_by_adam, add_decayed_weights(wd),
+    scale_by_learning_rate(schedule), scale(multiplier))``, which is ``optax.adamw``. The
+    schedule is at multiplier 1; ``wd`` and ``multiplier`` are injected hyper-parameters.
 
     Args:
       cfg: validated OptimConfig.
       total_steps: length of the run (for cosine and one-cycle schedules).
     Returns:
-      An optax GradientTransformation; its initial state carries ``cfg.lr_multiplier``.
+      An optax GradientTransformation whose initial state carries the config's values.
     """
-    base = _base_optimizer(dataclasses.replace(cfg, lr_multiplier=1.0), total_steps)
-    return optax.chain(base, optax.inject_hyperparams(optax.scale)(step_size=cfg.lr_multiplier))
-
-
-def with_multiplier(opt_state: Any, multiplier: float | jax.Array) -> Any:
-    """A `make_optimizer` state with its learning-rate multiplier replaced."""
-    inner, injected = opt_state
-    hyper = {**injected.hyperparams, "step_size": jnp.asarray(multiplier, jnp.float32)}
-    return (inner, injected._replace(hyperparams=hyper))
-
-
-def _base_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
-    lr = make_schedule(cfg, total_steps)
+    lr = make_schedule(dataclasses.replace(cfg, lr_multiplier=1.0), total_steps)
+    decay = optax.inject_hyperparams(optax.add_decayed_weights, static_args=("mask",))(
+        weight_decay=cfg.weight_decay, mask=decay_mask)
+    scale = optax.inject_hyperparams(optax.scale)(step_size=cfg.lr_multiplier)
     if cfg.name == "adamw":
-        return optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay, mask=decay_mask)
+        return optax.chain(optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2), decay, optax.scale_by_learning_rate(lr), scale)
     if cfg.name == "sgd":
         core = optax.sgd(lr)
     elif cfg.name in ("momentum", "nesterov"):
@@ -93,6 +89,31 @@ def _base_optimizer(cfg: Any, total_steps: int) -> optax.GradientTransformation:
         core = optax.adam(lr, b1=cfg.b1, b2=cfg.b2)
     else:
         raise ValueError(f"unknown optimizer {cfg.name!r}; choose from {OPTIMIZERS}")
-    if cfg.weight_decay:
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask), core)
-    return core
+    return optax.chain(decay, core, scale)
+
+
+RUN_AXES = {"lr_multiplier": "step_size", "weight_decay": "weight_decay"}  # config field -> injected name
+
+
+def set_hyperparams(opt_state: Any, **values: float) -> Any:
+    """A `make_optimizer` state with injected hyper-parameters replaced, by config field
+    name (``lr_multiplier=5.0``, ``weight_decay=5e-4``)."""
+    unknown = set(values) - set(RUN_AXES)
+    if unknown:
+        raise ValueError(f"not injected hyper-parameters: {sorted(unknown)}; choose from {sorted(RUN_AXES)}")
+    by_name = {RUN_AXES[k]: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+    found: set[str] = set()
+
+    def injected(node: Any) -> bool:  # optax's Inject(Stateful)HyperparamsState
+        return hasattr(node, "hyperparams") and hasattr(node, "_replace")
+
+    def fix(node: Any) -> Any:
+        if not injected(node):
+            return node
+        found.update(k for k in node.hyperparams if k in by_name)
+        return node._replace(hyperparams={k: by_name.get(k, v) for k, v in node.hyperparams.items()})
+
+    out = jax.tree.map(fix, opt_state, is_leaf=injected)
+    if set(by_name) - found:
+        raise ValueError(f"optimiser state has no injected {sorted(set(by_name) - found)}")
+    return out

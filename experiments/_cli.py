@@ -75,7 +75,8 @@ def experiment_parser(doc: str, *, workdir: str) -> argparse.ArgumentParser:
 def add_runs_flag(p: argparse.ArgumentParser) -> None:
     """--runs: how the runs of an experiment train (bnjax.experiment.set_grouping)."""
     p.add_argument("--runs", choices=("auto", "together", "sequential"), default="auto",
-                   help="together: runs differing only in seed / learning-rate multiplier train in one compiled "
+                   help="together: runs differing only in seed, learning-rate multiplier, weight decay or init "
+                        "train in one compiled "
                         "program; sequential: one after another; auto (default): together except on CPU")
 
 

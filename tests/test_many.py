@@ -155,3 +155,24 @@ def test_run_arms_together_compiles_one_program_for_arms_differing_in_multiplier
             np.testing.assert_allclose(a.summary["final_test_accuracy"], b.summary["final_test_accuracy"], atol=1e-3)
     with pytest.raises(ValueError, match="grouping"):
         experiment.set_grouping("parallel")
+
+
+def test_weight_decay_and_initialiser_are_run_axes(tmp_path):
+    """Runs differing in weight decay, initialiser and its scale train in one program and
+    equal the same runs trained alone."""
+    from bnjax.many import _chunk_many, fit_group
+
+    base = _group_cfg()
+    cfgs = [base,
+            dataclasses.replace(base, optim=dataclasses.replace(base.optim, weight_decay=5e-3)),
+            dataclasses.replace(base, model=dataclasses.replace(base.model, init="xavier_uniform")),
+            dataclasses.replace(base, seed=9, model=dataclasses.replace(base.model, init="normal", init_std=0.2))]
+    before = _chunk_many._cache_size()
+    res = fit_group(cfgs, progress=False)
+    assert _chunk_many._cache_size() - before <= 2  # chunks of eval_every steps (and one final size at most)
+    for c, r in zip(cfgs, res, strict=True):
+        alone = fit(c, progress=False)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), r.state.params,
+                     alone.state.params)
+    k0, k2 = res[0].state.params["block0"]["linear"]["kernel"], res[2].state.params["block0"]["linear"]["kernel"]
+    assert not np.allclose(k0, k2)  # the initialiser did change the run

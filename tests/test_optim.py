@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from bnjax.config import ModelConfig, OptimConfig
 from bnjax.models import build_model
@@ -46,3 +47,31 @@ def test_adam_matches_optax_reference():
     u1, _ = ours.update(g, ours.init(params), params)
     u2, _ = ref.update(g, ref.init(params), params)
     np.testing.assert_allclose(u1["w"], u2["w"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
+def test_injected_multiplier_and_decay_equal_optax_built_directly(name):
+    """make_optimizer with the multiplier and weight decay injected (set in the state by
+    set_hyperparams, as bnjax.loop.initial_state does) == optax's own composition."""
+    from bnjax.optim import decay_mask, set_hyperparams
+
+    params = {"dense": {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.2, -0.1])}}
+    grads = [jax.tree.map(lambda p, i=i: jnp.sin(p * (i + 1)), params) for i in range(5)]
+    lr, mult, wd = 0.05, 3.0, 0.1
+    if name == "adamw":
+        ref = optax.adamw(lr * mult, b1=0.8, b2=0.95, weight_decay=wd, mask=decay_mask)
+    else:
+        core = {"sgd": optax.sgd(lr * mult), "momentum": optax.sgd(lr * mult, momentum=0.9),
+                "adam": optax.adam(lr * mult, b1=0.8, b2=0.95)}[name]
+        ref = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask), core)
+    ours = make_optimizer(OptimConfig(name=name, learning_rate=lr, b1=0.8, b2=0.95), 10)
+    s_ours = set_hyperparams(ours.init(params), lr_multiplier=mult, weight_decay=wd)
+    s_ref, p_ours, p_ref = ref.init(params), params, params
+    for g in grads:
+        u, s_ours = ours.update(g, s_ours, p_ours)
+        p_ours = optax.apply_updates(p_ours, u)
+        u, s_ref = ref.update(g, s_ref, p_ref)
+        p_ref = optax.apply_updates(p_ref, u)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), p_ours, p_ref)
+    with pytest.raises(ValueError, match="momentum"):
+        set_hyperparams(s_ours, momentum=0.5)
