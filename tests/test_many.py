@@ -176,3 +176,20 @@ def test_weight_decay_and_initialiser_are_run_axes(tmp_path):
                      alone.state.params)
     k0, k2 = res[0].state.params["block0"]["linear"]["kernel"], res[2].state.params["block0"]["linear"]["kernel"]
     assert not np.allclose(k0, k2)  # the initialiser did change the run
+
+
+def test_sequential_runs_differing_along_run_axes_reuse_one_compiled_chunk():
+    """No recompiles between arms that differ only in seed, multiplier, decay or init."""
+    from bnjax.loop import _train_chunk
+
+    base = _group_cfg(steps=20, eval_every=20)
+    variants = [base, dataclasses.replace(base, seed=5),
+                dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_multiplier=5.0, weight_decay=1e-3)),
+                dataclasses.replace(base, model=dataclasses.replace(base.model, init="xavier_uniform"))]
+    fit(variants[0], progress=False)
+    before = _train_chunk._cache_size()
+    for cfg in variants[1:]:
+        fit(cfg, progress=False)
+    assert _train_chunk._cache_size() == before
+    fit(dataclasses.replace(base, model=dataclasses.replace(base.model, hidden=(8,))), progress=False)
+    assert _train_chunk._cache_size() == before + 1  # a structural change does compile
