@@ -182,7 +182,7 @@ def test_sequential_runs_differing_along_run_axes_reuse_one_compiled_chunk():
     """No recompiles between arms that differ only in seed, multiplier, decay or init."""
     from bnjax.loop import _train_chunk
 
-    base = _group_cfg(steps=20, eval_every=20)
+    base = dataclasses.replace(_group_cfg(), steps=20, eval_every=20)
     variants = [base, dataclasses.replace(base, seed=5),
                 dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_multiplier=5.0, weight_decay=1e-3)),
                 dataclasses.replace(base, model=dataclasses.replace(base.model, init="xavier_uniform"))]
