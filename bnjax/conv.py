@@ -15,7 +15,7 @@ and normalisers/activations apply unchanged to the grouped tensor (it holds ever
 exactly once). The im2col matrix is 2.8x smaller for the 5x5 speedrun conv (the matmul does
 36/25 of the multiply-adds on better shapes). With ``window_max`` (the pool's gradient to the
 first maximum, without jnp.max's tie-splitting pass) one epoch of the speedrun recipe went
-from 5.05 s to 3.29 s on the 2-core CPU (experiments/bench/RESULTS.md).
+from 5.05 s to 3.4 s on the 2-core CPU (experiments/bench/RESULTS.md).
 
 On GPU/TPU the native convolution is faster, so ``impl="auto"`` picks im2col only on CPU.
 """
