@@ -232,3 +232,31 @@ def test_population_statistics_is_algorithm2():
     np.testing.assert_allclose(stats["BatchNorm_0"]["mean"], np.mean([h.mean(0) for h in hs], 0), rtol=1e-5)
     np.testing.assert_allclose(stats["BatchNorm_0"]["var"], m / (m - 1) * np.mean([h.var(0) for h in hs], 0),
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis,variance", [((16, 5), -1, "two_pass"), ((4, 6, 6, 3), -1, "one_pass"),
+                                                 ((4, 3, 5, 2), (1, 3), "two_pass")])
+def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(shape, axis, variance):
+    """BatchNorm's custom VJP (closed_form_grad=True) == autodiff of the forward pass, for
+    x, gamma, beta and for losses that also use the batch statistics (running averages)."""
+    x = jax.random.normal(jax.random.PRNGKey(0), shape) * 3 + 1
+    w = jax.random.normal(jax.random.PRNGKey(1), shape)
+    grads = []
+    for closed in (True, False):
+        bn = BatchNorm(use_running_average=False, axis=axis, variance=variance, closed_form_grad=closed,
+                       momentum=0.5)
+        v = bn.init(jax.random.PRNGKey(2), x)
+        v = {"params": jax.tree.map(lambda p: p + 0.3, v["params"]), "batch_stats": v["batch_stats"]}
+
+        def loss(x, params, bn=bn, v=v):
+            y, upd = bn.apply({"params": params, "batch_stats": v["batch_stats"]}, x, mutable=["batch_stats"])
+            return jnp.sum(y * w) + jnp.sum(upd["batch_stats"]["mean"] ** 2) + jnp.sum(upd["batch_stats"]["var"])
+
+        grads.append(jax.grad(loss, argnums=(0, 1))(x, v["params"]))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads[0], grads[1])
+    bn = BatchNorm(use_running_average=False, axis=axis, closed_form_grad=False)
+    v = bn.init(jax.random.PRNGKey(2), x)
+    jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,))  # forward mode works
+    with pytest.raises(TypeError):
+        bn = BatchNorm(use_running_average=False, axis=axis)
+        jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,))
