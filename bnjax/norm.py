@@ -331,7 +331,7 @@ class BatchNorm(nn.Module):
                 ones = jnp.ones(feature_shape, x32.dtype)
                 y, mean, var = _train_normalize(
                     x32, ones if scale is None else scale.astype(x32.dtype),
-                    ones * 0 if bias is None else bias.astype(x32.dtype), reduction_axes, self.epsilon, self.variance)
+                    jnp.zeros(feature_shape, x32.dtype) if bias is None else bias.astype(x32.dtype), reduction_axes, self.epsilon, self.variance)
                 count = jnp.asarray(values_per_feature, mean.dtype)
             else:
                 mean, var, count = batch_moments(
