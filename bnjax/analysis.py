@@ -24,7 +24,8 @@ from bnjax.checkpoint import Checkpoints
 from bnjax.config import TrainConfig
 from bnjax.evaluation import evaluate as evaluate_arrays
 from bnjax.evaluation import recompute_batch_stats
-from bnjax.loop import eval_model_for, initial_state, load_dataset, optimizer_for
+from bnjax.loop import load_dataset
+from bnjax.programs import eval_model_for, initial_state, optimizer_for
 from bnjax.train import DATA, TrainState
 
 

@@ -205,3 +205,13 @@ def _translate(img: Array, shift: Array, op: Op) -> Array:
     padded = jnp.pad(img, pad, mode="edge") if op.fill == "edge" else jnp.pad(img, pad, constant_values=op.fill)
     h, w, c = img.shape
     return jax.lax.dynamic_slice(padded, (a - shift[0], a - shift[1], 0), (h, w, c))
+
+
+def demo_rows(key: jax.Array, x: Array, *, degrees: float = 30.0) -> dict[str, Array]:
+    """The lecture's augmentation figure as data: ``x`` and its horizontal flip, vertical
+    flip and a random rotation in ±``degrees`` (each op applied to every image)."""
+    rows = {"original": x}
+    for name, spec in (("horizontal flip", "hflip@1"), ("vertical flip", "vflip@1"),
+                       (f"rotation ±{degrees:g}°", f"rotate:{degrees:g}")):
+        rows[name] = augment(key, x, parse_pipeline(spec))
+    return rows

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from typing import Any
 
@@ -75,8 +76,26 @@ class Checkpoints:
         return None
 
     def restore(self, step: int, target: Any) -> Any:
-        """Restore the checkpoint of ``step`` into ``target``'s structure."""
-        return self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+        """Restore the checkpoint of ``step`` into ``target``'s structure (raises if it
+        cannot be read or has another structure)."""
+        state = self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+        _check_finite_structure(state, target)
+        return state
+
+    def set_aside(self, after: int) -> list[str]:
+        """Move the checkpoints of steps later than ``after`` out of the way (into
+        ``checkpoints_aside/`` beside this directory; kept, never deleted), so a run that
+        fell back to step ``after`` can save those steps again. Returns the new paths."""
+        moved = []
+        aside = os.path.join(os.path.dirname(self.directory), "checkpoints_aside")
+        for step in [s for s in self.steps() if s > after]:
+            os.makedirs(aside, exist_ok=True)
+            dest = os.path.join(aside, f"{step}.{time.strftime('%Y%m%dT%H%M%S')}.{os.getpid()}")
+            os.replace(os.path.join(self.directory, str(step)), dest)
+            moved.append(dest)
+        if moved:
+            self._mngr.reload()
+        return moved
 
     def best_step(self) -> int | None:
         """Step of the best checkpoint by ``test_accuracy`` (None if unknown)."""

@@ -2,13 +2,12 @@
 
 Every config is a frozen dataclass; ``__post_init__`` validates it, so an invalid value
 fails when the config is built, before any compute, with a `ConfigError` naming the
-field. `from_dict` refuses unknown keys. `add_flags` / `from_flags` map every field to a
-command-line flag (``--model.norm batch``) for the entry points in ``experiments/``.
+field. `from_dict` refuses unknown keys; `replace` takes dotted names
+(``{"model.norm": "batch"}``), which is how the entry points' flags reach a config.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import typing
@@ -254,35 +253,6 @@ def diff(a: Any, b: Any) -> list[str]:
 
     fa, fb = flat(to_dict(a)), flat(to_dict(b))
     return sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
-
-
-# --------------------------------------------------------------------------- flags
-
-
-def add_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
-    """Add one ``--section.field`` flag per config field, defaulting to ``defaults``."""
-    group = parser.add_argument_group("config", "every TrainConfig field (see bnjax/config.py)")
-    for name, value in flatten(defaults).items():
-        shown = ",".join(map(str, value)) if isinstance(value, tuple) else value
-        group.add_argument(f"--{name}", dest=f"cfg:{name}", default=None, metavar=type(value).__name__.upper(),
-                           help=f"(default: {shown})")
-
-
-def from_flags(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
-    """The config given by ``defaults`` overridden by the flags that were set.
-
-    Raises:
-      ConfigError: naming the field, for a value that cannot be read or is invalid.
-    """
-    d = to_dict(defaults)
-    for key, value in vars(args).items():
-        if key.startswith("cfg:") and value is not None:
-            *path, leaf = key[4:].split(".")
-            node = d
-            for p in path:
-                node = node[p]
-            node[leaf] = value
-    return from_dict(TrainConfig, d)
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict:

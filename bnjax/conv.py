@@ -5,7 +5,7 @@ Why: on XLA:CPU, ``lax.conv_general_dilated`` and ``reduce_window`` max-pooling 
 (batch 256, 2 cores), against 120 ms jitted alone; written as im2col (shifted slices
 concatenated, then one matmul) with a reshape-max pool the same step took 34 ms in scan
 (experiments/bench). The slices and the matmul have cheap, fusable gradients; the
-result equals ``lax.conv_general_dilated`` with SAME padding (tests).
+result equals ``lax.conv_general_dilated`` with SAME or VALID padding (tests).
 
 A convolution followed by 2x2/2 max-pooling (every ConvNet stage) goes one step further:
 ``conv2d_pool_s2d`` rearranges the input space-to-depth (2x2 pixel blocks become channels)

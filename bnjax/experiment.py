@@ -1,198 +1,121 @@
-"""Experiments as arms x seeds of `fit`, with results that survive interruption.
+"""Experiments declared as data, and the one runner that trains them.
 
-Each run lives in ``POOL/<config hash>/seed_S`` (the hash covers every field but the
-seed), so experiments that share an arm (the reproduction suite's placement and
-with/without-BN experiments, say) train it once. A run whose ``results.json`` exists is
-read back, not retrained; an interrupted run resumes from its checkpoint. Data are loaded
-once per distinct data config and shared (on the device) by all runs that use it.
+An `Experiment` is its arms (a function of the `Settings`: arm name -> config) and its
+analysis (runs -> figures, tables, verdicts and the lines of its report section). The
+runner `run_experiment` builds the arms, applies the user's config overrides to every
+arm, trains them through the run pool (`bnjax.pool`) and calls the analysis.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from typing import Any
 
-import numpy as np
-
-from bnjax import data as data_lib
 from bnjax import config as config_lib
+from bnjax import data as data_lib
+from bnjax import pool as pool_lib
 from bnjax import runlog
-from bnjax.config import TrainConfig
-from bnjax.loop import fit, load_dataset
+from bnjax.config import ConfigError, TrainConfig
+from bnjax.stats import Run
 
 
-@dataclass
-class Run:
-    """One finished run: its config, evaluation history and summary."""
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How to run an experiment (the experiment scripts' common flags).
 
-    arm: str
-    seed: int
-    config: TrainConfig
-    history: list[dict]
-    summary: dict
-
-
-def config_hash(cfg: TrainConfig) -> str:
-    """A short hash of the fields that differ from `TrainConfig`'s defaults (the seed
-    excluded), so adding a config field with a default keeps existing runs' hashes."""
-    defaults = config_lib.flatten(TrainConfig())
-    changed = {k: v for k, v in config_lib.flatten(cfg).items() if k != "seed" and v != defaults.get(k)}
-    return hashlib.sha256(json.dumps(changed, sort_keys=True, default=list).encode()).hexdigest()[:12]
-
-
-def run_dir(pool: str, cfg: TrainConfig, seed: int) -> str:
-    """Where the run of ``cfg`` with ``seed`` lives inside a run pool."""
-    return os.path.join(pool, config_hash(cfg), f"seed_{seed}")
-
-
-GROUPINGS = ("auto", "together", "sequential")
-_grouping = ["auto"]
-
-
-def set_grouping(mode: str) -> None:
-    """How `run_arms` trains the runs it has to train (the experiment scripts' ``--runs``):
-    "together": runs that differ only along `bnjax.many.RUN_AXES` (seed, learning-rate
-    multiplier, weight decay, initialiser) train in one
-    compiled program (`bnjax.many.fit_group`); "sequential": one after another (`fit`);
-    "auto" (default): together on GPU/TPU, sequential on CPU, where one run already keeps
-    the cores busy (experiments/bench/RESULTS.md)."""
-    if mode not in GROUPINGS:
-        raise ValueError(f"unknown grouping {mode!r}; choose from {GROUPINGS}")
-    _grouping[0] = mode
-
-
-def _together() -> bool:
-    import jax
-
-    return _grouping[0] == "together" or (_grouping[0] == "auto" and jax.default_backend() != "cpu")
-
-
-def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *,
-             progress: bool = True, steps: int | None = None) -> dict[str, list[Run]]:
-    """Train every arm with every seed (``dataclasses.replace(cfg, seed=s)``); runs already
-    finished in the pool are read back (see `set_grouping` for how the others train).
-
-    Args:
-      arms: arm name -> config (its ``seed`` is replaced by each of ``seeds``).
-      seeds: the seeds.
-      pool: directory of runs, shared between experiments.
-      progress: show progress bars.
-      steps: if given, every arm runs this many steps (smoke tests, short trials).
-    Returns:
-      arm -> list of `Run`, one per seed.
+    Attributes:
+      workdir: the experiment's output directory.
+      data: data source (`bnjax.data.parse_source`).
+      quick: short schedules (the offline quick suite).
+      seeds: seeds per arm (seeds 0 .. seeds-1).
+      steps: if set, every arm trains this many steps (smoke tests).
+      runs, stale: `bnjax.pool.run_arms`'s modes.
+      progress: progress bars.
+      overrides: dotted config field -> value, applied to every arm (``--model.norm batch``).
+      pool: the run pool (default WORKDIR/runs).
+      options: experiment-specific values (defaults in `Experiment.options`).
     """
-    from dataclasses import replace
 
-    from bnjax.many import fit_group, group_key
+    workdir: str
+    data: str
+    quick: bool = False
+    seeds: int = 3
+    steps: int | None = None
+    runs: str = "auto"
+    stale: str = "retrain"
+    progress: bool = True
+    overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    pool: str | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    cells = []  # (arm, seed, cfg, run dir)
-    for arm, base in arms.items():
-        for seed in seeds:
-            cfg = replace(base, seed=seed)
-            if steps is not None:
-                cfg = replace(cfg, steps=steps, eval_every=min(cfg.eval_every, steps),
-                              checkpoint_every=min(cfg.checkpoint_every, steps))
-            cells.append((arm, seed, cfg, run_dir(pool, cfg, seed)))
-    done: dict[str, Run] = {}
-    todo = []
-    for arm, seed, cfg, rdir in cells:
-        if os.path.exists(os.path.join(rdir, "results.json")):
-            done[rdir] = Run(arm, seed, cfg, runlog.read_metrics(rdir),
-                             runlog.read_json(os.path.join(rdir, "results.json")))
-        else:
-            todo.append((arm, seed, cfg, rdir))
-    groups: dict = {}
-    for cell in todo:  # one program per group when training together, else one per run
-        groups.setdefault(group_key(cell[2]) if _together() else cell[3], []).append(cell)
-    cache: dict = {}
-    k = len(done)
-    for group in groups.values():
-        cfg0 = group[0][2]
-        key = (cfg0.data.source, cfg0.data.data_dir, cfg0.data.image_size, cfg0.model.num_classes)
-        if key not in cache:
-            ds = load_dataset(cfg0)
-            cache.clear()  # keep one data set on the device at a time
-            cache[key] = (ds, data_lib.to_device(ds))
-        ds, dev = cache[key]
-        names = ", ".join(sorted({f"{a}" for a, _, _, _ in group}))
-        desc = f"[{k + 1}-{k + len(group)}/{len(cells)}] {names}" if len(group) > 1 else \
-            f"[{k + 1}/{len(cells)}] {group[0][0]} seed {group[0][1]}"
-        if len(group) > 1:
-            results = fit_group([c[2] for c in group], [c[3] for c in group], dataset=ds, device_data=dev,
-                                progress=progress, desc=desc)
-        else:
-            results = [fit(group[0][2], group[0][3], dataset=ds, device_data=dev, progress=progress, desc=desc)]
-        for (arm, seed, cfg, rdir), res in zip(group, results, strict=True):
-            done[rdir] = Run(arm, seed, cfg, res.history, res.summary)
-        k += len(group)
-    out: dict[str, list[Run]] = {}
-    for arm, _, _, rdir in cells:
-        out.setdefault(arm, []).append(done[rdir])
-    return out
+    def __post_init__(self):
+        if self.seeds < 1:
+            raise ConfigError("seeds", f"must be >= 1, got {self.seeds}")
+        if self.steps is not None and self.steps < 1:
+            raise ConfigError("steps", f"must be >= 1, got {self.steps}")
+        if self.runs not in pool_lib.RUNS_MODES:
+            raise ConfigError("runs", f"{self.runs!r} is not one of {pool_lib.RUNS_MODES}")
+        if self.stale not in pool_lib.STALE_POLICIES:
+            raise ConfigError("stale", f"{self.stale!r} is not one of {pool_lib.STALE_POLICIES}")
+        try:
+            data_lib.parse_source(self.data)
+        except ValueError as e:
+            raise ConfigError("data.source", str(e)) from None
 
 
-def curve(runs: Sequence[Run], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over seeds of a metric against steps, on the steps all seeds share
-    (a diverged seed stops its curve; the mean then covers the seeds still running).
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """One experiment of the suite.
 
-    Returns:
-      ``(steps, mean, std)``.
+    Attributes:
+      name: short name (its sub-directory in the reproduction suite).
+      title: the heading of its report section.
+      arms: settings -> {arm name: config}.
+      analyze: (runs by arm, workdir, settings) -> results (JSON-ready), including
+        ``"report"``: the Markdown lines of its report section, figures linked relative
+        to the workdir.
+      doc: what the experiment shows (the script's help text).
+      workdir: default output directory of the script.
+      options: experiment-specific settings and their defaults (each becomes a flag).
+      paper: the paper's numbers the analysis compares against (one copy, here).
     """
-    series = [{r["step"]: r[metric] for r in run.history if metric in r} for run in runs]
-    steps = sorted(set().union(*series)) if series else []
-    mean, std = [], []
-    for s in steps:
-        vals = [d[s] for d in series if s in d]
-        mean.append(np.mean(vals))
-        std.append(np.std(vals))
-    return np.asarray(steps), np.asarray(mean), np.asarray(std)
+
+    name: str
+    title: str
+    arms: Callable[[Settings], dict[str, TrainConfig]]
+    analyze: Callable[[Mapping[str, list[Run]], str, Settings], dict]
+    doc: str = ""
+    workdir: str = "runs/experiment"
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    paper: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and (population) standard deviation, ignoring NaN; (nan, nan) if empty."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan")
-    return float(v.mean()), float(v.std())
+def build_arms(exp: Experiment, settings: Settings) -> dict[str, TrainConfig]:
+    """The experiment's arms with the settings' overrides applied to every arm.
+
+    Raises:
+      ConfigError: an override that names no field or gives an invalid value.
+    """
+    arms = exp.arms(settings)
+    if settings.overrides:
+        arms = {name: config_lib.replace(cfg, **settings.overrides) for name, cfg in arms.items()}
+    return arms
 
 
-def fmt(mean: float, std: float, *, pct: bool = True) -> str:
-    """``"98.21 ± 0.05"`` (percent by default; otherwise 3 significant digits)."""
-    if not np.isfinite(mean):
-        return "—"
-    if not pct:
-        return f"{mean:.3g} ± {std:.2g}"
-    return f"{mean * 100:.2f} ± {std * 100:.2f}"
-
-
-def summarize(runs: Mapping[str, Sequence[Run]]) -> dict:
-    """Per-arm statistics over seeds, JSON-ready: final and best test accuracy, final
-    training loss (mean, std), divergence steps, and the mean/std curves."""
-    out = {}
-    for arm, rs in runs.items():
-        acc_steps, acc_mean, acc_std = curve(rs, "test_accuracy")
-        loss_steps, loss_mean, loss_std = curve(rs, "train_loss")
-        out[arm] = {
-            "seeds": [r.seed for r in rs],
-            "final_test_accuracy": mean_std([r.summary["final_test_accuracy"] for r in rs
-                                             if r.summary["diverged_at"] is None]),
-            "best_test_accuracy": mean_std([r.summary["best_test_accuracy"] for r in rs]),
-            "final_train_loss": mean_std([r.summary["final_train_loss"] for r in rs
-                                          if r.summary["diverged_at"] is None]),
-            "diverged_at": [r.summary["diverged_at"] for r in rs],
-            "train_seconds": float(np.sum([r.summary["train_seconds"] for r in rs])),
-            "curves": {"steps": acc_steps.tolist(), "test_accuracy": [acc_mean.tolist(), acc_std.tolist()],
-                       "loss_steps": loss_steps.tolist(), "train_loss": [loss_mean.tolist(), loss_std.tolist()]},
-        }
-    return out
-
-
-def first_reach(steps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
-    """The first step whose value is >= threshold (None if never)."""
-    for s, v in zip(steps, values, strict=True):
-        if v >= threshold - 1e-12:
-            return int(s)
-    return None
+def run_experiment(exp: Experiment, settings: Settings) -> dict:
+    """Train the experiment's arms through the pool and analyse them; writes and returns
+    ``WORKDIR/results.json`` (the analysis, the run directories it used and the wall
+    time of the training it did)."""
+    arms = build_arms(exp, settings)
+    os.makedirs(settings.workdir, exist_ok=True)
+    timing: dict = {}
+    runs = pool_lib.run_arms(arms, range(settings.seeds), settings.pool or os.path.join(settings.workdir, "runs"),
+                             runs=settings.runs, stale=settings.stale, progress=settings.progress,
+                             steps=settings.steps, timing=timing)
+    results = exp.analyze(runs, settings.workdir, settings)
+    results["run_dirs"] = sorted({r.workdir for rs in runs.values() for r in rs if r.workdir})
+    results["train_wall_s"] = timing.get("train_wall_s", 0.0)  # this invocation's training calls
+    runlog.write_json(os.path.join(settings.workdir, "results.json"), results)
+    return results

@@ -1,103 +1,125 @@
-"""The training driver: `fit` runs one config from start (or from its last checkpoint)
-to the end.
+"""The training driver: `fit` trains one config, or K configs that share a compiled
+program (`bnjax.programs`), from the start or from their checkpoints to the end.
 
-* The train chunk is jitted once per (model, optimiser, shapes) and reused by every seed
-  of an experiment; the state is donated.
-* Steps run in chunks between evaluations; metrics stay on the device and the host
-  syncs only at evaluation points.
-* A non-finite training loss stops the run and records the step where it diverged.
-* With a workdir, the run writes config, versions, metrics and checkpoints, and the same
-  call on the same workdir resumes where it stopped (bitwise on CPU). Ctrl-C saves a
-  checkpoint first.
+One flat loop, as Flax's ``train_and_evaluate``, each setup step a helper call:
+
+* the chunk of steps between two boundaries (evaluations, checkpoints) runs in one
+  `lax.scan`, for one state or K stacked states; metrics stay on the device and the host
+  syncs only at boundaries;
+* a non-finite training loss stops that run (recorded with its step) while the others
+  of its group go on; a diverged state is never evaluated or checkpointed;
+* with run directories, each run writes config, versions, metrics and checkpoints, and
+  the same call resumes where it stopped (bitwise on CPU); Ctrl-C saves checkpoints
+  first. Per-run bookkeeping lives in `bnjax.record.RunRecord`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import math
-import os
 import signal
 import threading
 import time
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from bnjax import augment as aug
+from bnjax import config as config_lib
 from bnjax import data as data_lib
-from bnjax import parallel, runlog
-from bnjax.checkpoint import BEST_METRIC, Checkpoints
+from bnjax import many, parallel, runlog
 from bnjax.config import TrainConfig
-from bnjax.evaluation import evaluate, fetch, probe_percentiles, recompute_batch_stats
-from bnjax.models import build_model
-from bnjax.optim import make_optimizer, set_hyperparams
-from bnjax.train import DATA, TrainState, create_state, train_chunk
-
-PROBE_QS = (15.0, 50.0, 85.0)
-
-_train_chunk = jax.jit(
-    train_chunk, static_argnames=("model", "tx", "pipeline", "batch_size", "n_steps", "sharding"), donate_argnums=0
-)
-
-
-def model_for(model_cfg: Any) -> Any:
-    """The model a run of this config trains and evaluates with, cached so equal configs
-    share compiled steps. The initialiser only matters at `initial_state`, so configs that
-    differ only in ``init``/``init_std`` share one model (and one compiled step)."""
-    default = type(model_cfg)()
-    return _init_model(dataclasses.replace(model_cfg, init=default.init, init_std=default.init_std))
-
-
-@functools.lru_cache(maxsize=64)
-def _init_model(model_cfg: Any) -> Any:
-    return build_model(model_cfg)
-
-
-def eval_model_for(model_cfg: Any) -> Any:
-    """The model used by evaluation calls, which run at the top level of a jitted
-    function rather than inside a loop: there XLA:CPU's native convolution is fast (10k
-    MNIST images in 0.22 s versus 1.8 s for im2col; inside ``lax.scan`` the ranking
-    reverses), so "auto" means XLA's convolution here. Same parameters either way."""
-    if getattr(model_cfg, "conv_impl", None) == "auto":
-        model_cfg = dataclasses.replace(model_cfg, conv_impl="xla")
-    return model_for(model_cfg)
-
-
-def optimizer_for(optim_cfg: Any, total_steps: int) -> Any:
-    """The optimiser of a config, cached so equal configs share compiled steps.
-
-    The learning-rate multiplier and the weight decay live in the optimiser state
-    (`bnjax.optim`), so configs that differ only in them share one optimiser (and one
-    compiled step): its initial state has multiplier 1 and no decay, and `initial_state`
-    sets the config's values.
-    """
-    return _optimizer(dataclasses.replace(optim_cfg, lr_multiplier=1.0, weight_decay=0.0), total_steps)
-
-
-@functools.lru_cache(maxsize=64)
-def _optimizer(optim_cfg: Any, total_steps: int) -> Any:
-    return make_optimizer(optim_cfg, total_steps)
-
-
-def initial_state(cfg: TrainConfig, tx: Any, sample_x: Any) -> TrainState:
-    """The state a run of ``cfg`` starts from: `create_state` with the config's seed and
-    initialiser, and the config's injected optimiser values (``tx`` from `optimizer_for`)."""
-    state = create_state(_init_model(cfg.model), tx, sample_x, cfg.seed)
-    return state.replace(opt_state=set_hyperparams(state.opt_state, lr_multiplier=cfg.optim.lr_multiplier,
-                                                   weight_decay=cfg.optim.weight_decay))
+from bnjax.programs import RUN_AXES, Program, program_key
+from bnjax.record import RunRecord, evaluation_record, probe_inputs, summary, with_population_stats
+from bnjax.train import TrainState
 
 
 @dataclasses.dataclass
 class RunResult:
-    """What `fit` returns: the final state, the evaluation history and a summary."""
+    """What `fit` returns per run: the final state, the evaluation history and a summary."""
 
     config: TrainConfig
     state: TrainState
     history: list[dict]
     summary: dict
+
+
+def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str | None] | None = None, *,
+        dataset: data_lib.Dataset | None = None, device_data: dict | None = None, progress: bool = True,
+        desc: str = "", mesh: Any = None, layout: str | None = None, share_data: bool = False,
+        runs: str | None = None) -> RunResult | list[RunResult]:
+    """Train one run, or several runs in one compiled program.
+
+    Args:
+      cfgs: one validated config, or a list of configs that may differ only along
+        `bnjax.programs.RUN_AXES` (seed, learning-rate multiplier, weight decay,
+        initialiser): they train stacked in one program, each as it would alone.
+      workdirs: the run directory (one config) or one per config; None trains in memory.
+      dataset, device_data: an already loaded data set and its device copy, to share them.
+      progress, desc: progress bar and its label.
+      mesh: a `bnjax.parallel.make_mesh` mesh (one run only): data parallel over its devices;
+        only process 0 writes the workdir.
+      layout: "vmap" or "map" for several runs (default `bnjax.many.layout_for`).
+      share_data: several runs train on the first run's batches (`bnjax.many.train_chunk_many`).
+      runs: how the caller trains runs ("together", "sequential"), recorded in meta.json.
+    Returns:
+      A `RunResult` for one config, a list of them for a list.
+    Raises:
+      RunMismatchError, PermissionError: for a workdir that cannot be used.
+      ValueError: configs that cannot share a program, or data that do not fit the model.
+    """
+    single = isinstance(cfgs, TrainConfig)
+    cfg_list = [cfgs] if single else list(cfgs)
+    dirs = _workdirs(workdirs, len(cfg_list), single)
+    base = _check_group(cfg_list, mesh)
+    ds = dataset if dataset is not None else load_dataset(base)
+    dev = device_data if device_data is not None else data_lib.to_device(ds)
+    _check_data(base, ds, dev)
+    records = [RunRecord.open(c, w) for c, w in zip(cfg_list, dirs, strict=True)]
+    _record_meta(records, ds, dev, runs)
+    sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+    program = Program.build(base, len(cfg_list), layout=layout, share_data=share_data, sharding=sharding)
+    states = _restore(records, program, program.init(cfg_list, dev["x_train"][: base.data.batch_size]))
+    if mesh is not None:
+        states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
+    bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
+               desc=desc or (base.model.arch if single else f"{len(cfg_list)} runs"), unit="step", leave=False,
+               dynamic_ncols=True)
+    try:
+        states = _train(program, records, states, dev, probe_inputs(base, dev), bar)
+    finally:
+        bar.close()
+    results = [_finish(program, rec, program.state(states, i), dev) for i, rec in enumerate(records)]
+    return results[0] if single else results
+
+
+def fit_group(cfgs: Sequence[TrainConfig], workdirs: Sequence[str | None] | None = None,
+              **kwargs: Any) -> list[RunResult]:
+    """`fit` of a list of configs (kept for its name): runs in one compiled program."""
+    return fit(list(cfgs), list(workdirs) if workdirs is not None else None, **kwargs)
+
+
+def fit_many(cfg: TrainConfig, seeds: Sequence[int], *, lr_multipliers: Sequence[float] | None = None,
+             **kwargs: Any) -> tuple[TrainState, list[list[dict]], float]:
+    """Train ``cfg`` for every seed in one program, in memory (for sweeps and benchmarks).
+
+    Args:
+      lr_multipliers: optional, one per seed: run i uses ``optim.lr_multiplier =
+        lr_multipliers[i]``.
+      kwargs: passed to `fit` (``dataset``, ``device_data``, ``layout``, ``share_data``).
+    Returns:
+      ``(stacked final states, per-run evaluation histories, training seconds)``.
+    """
+    if lr_multipliers is not None and len(lr_multipliers) != len(seeds):
+        raise ValueError(f"{len(lr_multipliers)} learning-rate multipliers for {len(seeds)} seeds")
+    mults = lr_multipliers if lr_multipliers is not None else [cfg.optim.lr_multiplier] * len(seeds)
+    cfgs = [dataclasses.replace(cfg, seed=s, optim=dataclasses.replace(cfg.optim, lr_multiplier=m))
+            for s, m in zip(seeds, mults, strict=True)]
+    t0 = time.perf_counter()
+    res = fit(cfgs, progress=False, **kwargs)
+    return many.stack([r.state for r in res]), [r.history for r in res], time.perf_counter() - t0
 
 
 def load_dataset(cfg: TrainConfig) -> data_lib.Dataset:
@@ -124,81 +146,95 @@ def due(cfg: TrainConfig, mark: int) -> tuple[bool, bool]:
     return is_eval, is_ckpt
 
 
-def probe_inputs(cfg: TrainConfig, dev: dict) -> Any:
-    """The test images the internal-covariate-shift probes run on."""
-    n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
-    if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
-        n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
-    return dev["x_test"][:n_probe]
+# --------------------------------------------------------------------------- setup
 
 
-def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Dataset | None = None,
-        device_data: dict | None = None, progress: bool = True, desc: str = "", mesh: Any = None) -> RunResult:
-    """Train one run.
+def _workdirs(workdirs: Any, k: int, single: bool) -> list[str | None]:
+    if workdirs is None:
+        dirs: list[str | None] = [None] * k
+    elif single:
+        dirs = [workdirs]
+    elif isinstance(workdirs, str) or len(workdirs) != k:
+        raise ValueError(f"one workdir per config: got {workdirs!r} for {k} configs")
+    else:
+        dirs = list(workdirs)
+    if not parallel.is_writer():
+        dirs = [None] * k  # multi-host: process 0 writes, the others compute
+    return dirs
 
-    Args:
-      cfg: validated config.
-      workdir: run directory (config, metrics, checkpoints); None trains in memory.
-      dataset: an already loaded data set (saves reloading it for every seed).
-      device_data: ``data.to_device(dataset)``, to share device copies between runs.
-      progress: show a progress bar.
-      desc: progress-bar label.
-      mesh: a `bnjax.parallel.make_mesh` mesh: train data parallel over its devices (the
-        batch sharded, everything else replicated). Only process 0 writes the workdir.
-    Returns:
-      A `RunResult`.
-    Raises:
-      RunMismatchError, PermissionError: for a workdir that cannot be used.
-      ValueError: for data that do not fit the model.
-    """
-    if workdir and not parallel.is_writer():
-        workdir = None  # multi-host: process 0 writes, the others compute
-    if workdir:
-        runlog.prepare(workdir, cfg)
-    ds = dataset if dataset is not None else load_dataset(cfg)
+
+def _check_group(cfgs: list[TrainConfig], mesh: Any) -> TrainConfig:
+    """The group's shared config; raises for configs that cannot share a program."""
+    if not cfgs:
+        raise ValueError("fit needs at least one config")
+    base = cfgs[0]
+    for c in cfgs[1:]:
+        fields = config_lib.diff(program_key(base), program_key(c))
+        if fields:
+            raise ValueError(f"runs trained together may differ only in {', '.join(RUN_AXES)}; "
+                             f"these differ too: {', '.join(fields)}")
+    if mesh is not None:
+        if len(cfgs) > 1:
+            raise ValueError("data parallel training (mesh) takes one config at a time")
+        parallel.check_batch(base.data.batch_size, mesh)
+    return base
+
+
+def _check_data(cfg: TrainConfig, ds: data_lib.Dataset, dev: dict) -> None:
     if ds.num_classes > cfg.model.num_classes:
         raise ValueError(f"data set {ds.name} has {ds.num_classes} classes but model.num_classes is "
                          f"{cfg.model.num_classes}")
-    dev = device_data if device_data is not None else data_lib.to_device(ds)
-    if cfg.data.batch_size > dev["x_train"].shape[0]:
-        raise ValueError(f"data.batch_size {cfg.data.batch_size} exceeds the {dev['x_train'].shape[0]} "
-                         f"training examples of {ds.name}")
-    if workdir:
-        runlog.update_meta(workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name)
-    model, eval_model = model_for(cfg.model), eval_model_for(cfg.model)
-    tx = optimizer_for(cfg.optim, cfg.steps)
-    pipeline = aug.parse_pipeline(cfg.data.augment)
-    state = initial_state(cfg, tx, dev["x_train"][: cfg.data.batch_size])
-    sharding = None
-    if mesh is not None:
-        parallel.check_batch(cfg.data.batch_size, mesh)
-        sharding = parallel.batch_sharding(mesh)
-        dev = parallel.replicate(dev, mesh)
+    n = dev["x_train"].shape[0]
+    if cfg.data.batch_size > n:
+        raise ValueError(f"data.batch_size {cfg.data.batch_size} exceeds the {n} training examples of {ds.name}")
 
-    history: list[dict] = []
-    store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints) if workdir else None
-    if store is not None:
-        restored = store.restore_latest(state)
-        if restored is not None:
-            state, step0 = restored
-            history = runlog.read_metrics(workdir, up_to_step=step0)
-            runlog.rewrite_metrics(workdir, history)
-        elif os.path.exists(os.path.join(workdir, "metrics.jsonl")):
-            runlog.rewrite_metrics(workdir, [])
-    if jax.process_count() > 1:  # process 0 restored (or not): every process continues from its state
+
+def _record_meta(records: list[RunRecord], ds: data_lib.Dataset, dev: dict, runs: str | None) -> None:
+    k = len(records)
+    for rec in records:
+        if rec.workdir:
+            runlog.update_meta(rec.workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name,
+                               data_fingerprint=ds.fingerprint, code_version=runlog.code_version(),
+                               runs=runs or ("together" if k > 1 else "sequential"), group_size=k)
+
+
+def _restore(records: list[RunRecord], program: Program, initial: list[TrainState]) -> Any:
+    """The newest step at which every run's checkpoint restores (a step that cannot be
+    read is reported and an older one tried), or the initial states; every process of a
+    multi-host run continues from process 0's states."""
+    stores = [r.store for r in records]
+    states, step = initial, 0
+    if all(stores):
+        common = sorted(set.intersection(*[set(s.steps()) for s in stores]), reverse=True)
+        for s in common:
+            try:
+                states, step = [st.restore(s, init) for st, init in zip(stores, initial, strict=True)], s
+                break
+            except Exception as e:  # orbax raises many types for unreadable files
+                warnings.warn(f"checkpoint at step {s} cannot be restored ({type(e).__name__}: {str(e)[:200]}); "
+                              "trying an older one", stacklevel=3)
+    for rec in records:
+        rec.resume_at(step)
+        if rec.store is not None:
+            for path in rec.store.set_aside(step):
+                warnings.warn(f"{rec.workdir}: unreadable or unmatched checkpoint moved to {path}", stacklevel=3)
+    stacked = program.stack(states)
+    if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
-        state = multihost_utils.broadcast_one_to_all(state)
+        stacked = multihost_utils.broadcast_one_to_all(stacked)
+    return stacked
 
-    probe_x = probe_inputs(cfg, dev)
-    if mesh is not None:
-        state = parallel.replicate(state, mesh)
-    step = int(state.step)
-    diverged_at = None
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, probe_x: Any, bar: Any) -> Any:
+    """The chunk loop: train to each boundary, then evaluate / checkpoint the live runs."""
+    cfg = records[0].cfg
+    step = int(program.state(states, 0).step)
     pending: list[dict] = []
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=desc or cfg.model.arch,
-               unit="step", leave=False, dynamic_ncols=True)
-    t0 = time.perf_counter() - (history[-1].get("elapsed_s", 0.0) if history else 0.0)
+    clock = _Clock(records)
     stop = _InterruptFlag()
     try:
         for mark in boundaries(cfg):
@@ -206,56 +242,79 @@ def fit(cfg: TrainConfig, workdir: str | None = None, *, dataset: data_lib.Datas
                 continue
             if stop.raised:
                 raise KeyboardInterrupt
-            state, metrics = _train_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx,
-                                          pipeline=pipeline, batch_size=cfg.data.batch_size, n_steps=mark - step,
-                                          sharding=sharding)
+            states, metrics = program.chunk(states, dev, mark - step)
             pending.append(metrics)
-            chunk_start, step = step, mark
+            bar.update(mark - step)
+            step = mark
             is_eval, is_ckpt = due(cfg, mark)
-            if not (is_eval or is_ckpt):
-                continue
-            losses = np.concatenate([np.asarray(m["loss"]) for m in pending])  # the host syncs here only
-            bad = np.flatnonzero(~np.isfinite(losses))
-            if bad.size:  # never evaluate or checkpoint a diverged state
-                diverged_at = int(step - len(losses) + bad[0])
-                history.append({"step": step, "diverged_at": diverged_at})
-                if workdir:
-                    runlog.append_metrics(workdir, history[-1])
+            if is_eval or is_ckpt:
+                _boundary(program, records, states, dev, probe_x, pending, step, is_eval, is_ckpt, clock)
+                pending = [] if is_eval else pending
+            if not any(r.live for r in records):
                 break
-            if is_eval:
-                accs = np.concatenate([np.asarray(m["accuracy"]) for m in pending])
-                pending = []
-                rec = _evaluation(cfg, eval_model, state, dev, probe_x, step, losses, accs,
-                                  time.perf_counter() - t0)
-                history.append(rec)
-                if workdir:
-                    runlog.append_metrics(workdir, rec)
-                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", test_acc=f"{rec['test_accuracy']:.4f}")
-            if workdir and is_ckpt:
-                last = [r for r in history if "test_accuracy" in r]
-                store.save(step, state, {BEST_METRIC: last[-1]["test_accuracy"] if last else -1.0})
-            bar.update(step - chunk_start)
         if stop.raised:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        if store is not None and not _deleted(state):
-            if int(state.step) not in store.steps():
-                store.save(int(state.step), state, {BEST_METRIC: -1.0})
-            store.close()
-            print(f"\ninterrupted: checkpoint saved at step {int(state.step)} in {workdir}; "
-                  "run the same command to resume", flush=True)
+        _save_interrupted(program, records, states, step)
         raise
     finally:
         stop.restore()
-        bar.close()
+    clock.tick()
+    return states
 
-    summary = _summary(cfg, history, diverged_at, time.perf_counter() - t0)
-    if cfg.population_stats_batches and diverged_at is None and state.batch_stats:
-        state = _with_population_stats(cfg, eval_model, state, dev, summary)
-    if workdir:
-        store.close()
-        runlog.write_json(os.path.join(workdir, "results.json"), summary)
-    return RunResult(cfg, state, history, summary)
+
+def _boundary(program, records, states, dev, probe_x, pending, step, is_eval, is_ckpt, clock) -> None:
+    """Divergence check (the host syncs here), evaluation and checkpoint of each live run."""
+    losses = np.concatenate([np.asarray(m["loss"]) for m in pending], axis=1)  # (runs, steps since eval)
+    accs = np.concatenate([np.asarray(m["accuracy"]) for m in pending], axis=1)
+    clock.tick()
+    for i, rec in enumerate(records):
+        if not rec.live:
+            continue
+        bad = np.flatnonzero(~np.isfinite(losses[i]))
+        if bad.size:  # never evaluate or checkpoint a diverged state
+            rec.diverge(step - losses.shape[1] + int(bad[0]), step)
+            continue
+        state = program.state(states, i)
+        if is_eval:
+            rec.log(evaluation_record(rec.cfg, program.eval_model, state, dev, probe_x, step, losses[i], accs[i],
+                                      rec.seconds))
+        if is_ckpt:
+            rec.save(step, state)
+
+
+def _save_interrupted(program: Program, records: list[RunRecord], states: Any, step: int) -> None:
+    saved = [rec for rec in records if rec.live and rec.store is not None] if not _deleted(states) else []
+    for i, rec in enumerate(records):
+        if rec in saved:
+            rec.save(step, program.state(states, i), interrupted=True)
+        rec.close()
+    if saved:
+        where = saved[0].workdir if len(saved) == 1 else f"{len(saved)} run directories"
+        print(f"\ninterrupted: checkpoint saved at step {step} in {where}; run the same command to resume",
+              flush=True)
+
+
+def _finish(program: Program, rec: RunRecord, state: TrainState, dev: dict) -> RunResult:
+    summ = summary(rec, program.k)
+    if rec.cfg.population_stats_batches and rec.live and state.batch_stats:
+        state = with_population_stats(rec.cfg, program.eval_model, state, dev, summ)
+    rec.close(summ)
+    return RunResult(rec.cfg, state, rec.history, summ)
+
+
+class _Clock:
+    """Divides the wall time between two ticks equally among the live runs."""
+
+    def __init__(self, records: list[RunRecord]):
+        self.records, self.t = records, time.perf_counter()
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        live = [r for r in self.records if r.live]
+        for r in live:
+            r.seconds += (now - self.t) / len(live)
+        self.t = now
 
 
 class _InterruptFlag:
@@ -278,57 +337,5 @@ class _InterruptFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
-def _deleted(state: TrainState) -> bool:
-    return any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree.leaves(state))
-
-
-def _evaluation(cfg, model, state, dev, probe_x, step, losses, accs, elapsed) -> dict:
-    test = evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
-    probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS)
-    out = fetch({"test": test, "probes": probes})
-    return {
-        "step": step,
-        "train_loss": float(losses.mean()),
-        "train_accuracy": float(accs.mean()),
-        "test_loss": out["test"]["loss"],
-        "test_accuracy": out["test"]["accuracy"],
-        "probes": out["probes"],
-        "probe_qs": list(PROBE_QS),
-        "elapsed_s": round(elapsed, 3),
-    }
-
-
-def _summary(cfg, history, diverged_at, elapsed) -> dict:
-    evals = [r for r in history if "test_accuracy" in r]
-    best = max(evals, key=lambda r: r["test_accuracy"]) if evals else None
-    return {
-        "steps": cfg.steps,
-        "seed": cfg.seed,
-        "diverged_at": diverged_at,
-        "final_step": evals[-1]["step"] if evals else 0,
-        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else math.nan,
-        "final_train_loss": evals[-1]["train_loss"] if evals else math.nan,
-        "best_test_accuracy": best["test_accuracy"] if best else math.nan,
-        "best_step": best["step"] if best else None,
-        "train_seconds": round(elapsed, 3),
-    }
-
-
-def _with_population_stats(cfg, model, state, dev, summary) -> TrainState:
-    """Algorithm 2 at the end of training; records both accuracies in ``summary``."""
-    stats = recompute_batch_stats(model, state.variables, dev["x_train"], key=state.keys[DATA],
-                                  batch_size=cfg.data.batch_size, num_batches=cfg.population_stats_batches)
-    new = state.replace(batch_stats=stats)
-    acc = evaluate(model, new.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
-    summary["test_accuracy_running_stats"] = summary["final_test_accuracy"]
-    summary["test_accuracy_population_stats"] = float(acc["accuracy"])
-    return new
-
-
-def first_step_reaching(history: list[dict], threshold: float) -> int | None:
-    """The first evaluated step with test accuracy >= threshold, or None."""
-    for rec in history:
-        if rec.get("test_accuracy", -1.0) >= threshold:
-            return rec["step"]
-    return None
-
+def _deleted(states: Any) -> bool:
+    return any(getattr(leaf, "is_deleted", lambda: False)() for leaf in jax.tree.leaves(states))

@@ -1,8 +1,9 @@
 """Batch normalisation, written out (Ioffe & Szegedy 2015, arXiv 1502.03167).
 
 The math lives in pure functions (`batch_moments`, `normalize`, `update_running`,
-`population_statistics`); `BatchNorm` is a thin Flax linen module around them whose
-signature matches `flax.linen.BatchNorm` wherever the meaning is the same, so one can
+`population_statistics`); `BatchNorm` is the Flax linen module built on them (adding
+Ghost BN, masks, cross-device sums and the paper's closed-form backward pass as a custom
+VJP), whose signature matches `flax.linen.BatchNorm` wherever the meaning is the same, so one can
 replace the other in a model.
 
 Conventions
@@ -391,7 +392,7 @@ def population_statistics(
     Args:
       apply_moments: ``x -> bn_moments`` collection: the model applied in training
         mode for the BN layers (dropout off) with ``MOMENTS_COLLECTION`` mutable, as
-        `bnjax.train.moments_fn` builds. Jit it for speed.
+        `bnjax.train.moments_step` computes. Jit it for speed.
       batch_stats: the model's current ``batch_stats`` (gives the tree structure).
       batches: K input batches of equal size m.
     Returns:
@@ -411,12 +412,8 @@ def population_statistics(
         return {"mean": node["mean"] / k, "var": node["var"] / k * m / jnp.maximum(m - 1, 1)}
 
     def walk(stats: Any, moments: Any) -> Any:
-        if "moments" in moments:
-            out = finish(moments["moments"])
-            missing = set(stats) - set(out)
-            if missing:
-                raise ValueError(f"batch_stats entries {sorted(missing)} have no moments")
-            return out
+        if "moments" in moments:  # mean and var replaced; other entries (Batch Renorm's step) kept
+            return {**dict(stats), **finish(moments["moments"])}
         return {name: walk(stats[name], moments[name]) if name in moments else stats[name] for name in stats}
 
     return walk(dict(batch_stats), dict(total))

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bnjax.experiment import Run, curve  # noqa: E402
+from bnjax.stats import Run, curve  # noqa: E402
 
 LABELS = {
     "train_loss": "training loss (mean since last evaluation)",

@@ -3,7 +3,9 @@
 Training output ``y = gamma * ((x - mu_B) / sigma_B * r + d) + beta`` with
 ``r = stop_gradient(clip(sigma_B / sigma, 1/r_max, r_max))`` and
 ``d = stop_gradient(clip((mu_B - mu) / sigma, -d_max, d_max))`` where ``mu`` and
-``sigma`` are the moving averages. With r_max = 1 and d_max = 0 it is exactly BN.
+``sigma`` are the moving averages. With r_max = 1 and d_max = 0 it is exactly BN. In
+training mode it writes the batch moments it used to ``MOMENTS_COLLECTION`` when that
+collection is mutable, so the BN paper's Algorithm 2 applies to it as to `BatchNorm`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from bnjax.norm import batch_moments, declare_variables, normalize, update_running
+from bnjax.norm import MOMENTS_COLLECTION, batch_moments, declare_variables, normalize, update_running
 
 Array = jax.Array
 
@@ -76,5 +78,7 @@ class BatchRenorm(nn.Module):
             ra_mean.value, ra_var.value = update_running(
                 ra_mean.value, ra_var.value, mean, var, count, momentum=self.momentum)
             step.value = step.value + 1
+            if self.is_mutable_collection(MOMENTS_COLLECTION):  # Algorithm 2 (population statistics) reads these
+                self.put_variable(MOMENTS_COLLECTION, "moments", {"mean": mean, "var": var, "count": count})
         return y.astype(jnp.result_type(x, scale))
 

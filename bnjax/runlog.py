@@ -55,6 +55,26 @@ def versions() -> dict[str, str]:
     return out
 
 
+def code_version() -> dict[str, str]:
+    """The version of the code that makes a run's numbers: the package version and a
+    SHA-256 over the sources of every module of the ``bnjax`` package (names and bytes,
+    in name order). Any edit to ``bnjax/`` changes it; edits elsewhere (experiments,
+    tests, docs) do not. Computed from the files each call (a few ms)."""
+    import hashlib
+    import importlib.metadata as md
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    h = hashlib.sha256()
+    for name in sorted(n for n in os.listdir(here) if n.endswith(".py")):
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
+    try:
+        version = md.version("bnjax")
+    except md.PackageNotFoundError:
+        version = "source"
+    return {"package": version, "sources": h.hexdigest()[:16]}
+
+
 def git_revision() -> str:
     """The git revision of the bnjax checkout, or "unknown"."""
     here = os.path.dirname(os.path.abspath(__file__))

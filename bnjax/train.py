@@ -9,7 +9,8 @@ uninterrupted run drew.
 `train_step` applies the model with ``batch_stats`` mutable and returns the new
 statistics in the new state; `eval_step` uses the running statistics with nothing
 mutable. `train_chunk` runs several steps in one `lax.scan`, sampling batches on the
-device. The driver (`bnjax.loop`) jits these once.
+device. `bnjax.programs` jits `train_chunk` once (``compiled_chunk``, and its K-run
+form); the driver `bnjax.loop.fit` calls it.
 """
 
 from __future__ import annotations

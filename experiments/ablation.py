@@ -4,21 +4,23 @@
     python -m experiments.ablation --workdir runs/ablation --data mnist
 
 Writes ablation.png (training loss and test accuracy of all five arms, mean and a ±1 std
-band over seeds) and results.json. Expect each change to help over the baseline and the
-combination to reach the lowest training loss.
+band over seeds), results.json and report.md. Expect each change to help over the
+baseline and the combination to reach the lowest training loss.
 """
 
 from __future__ import annotations
 
 import os
 
-from bnjax import runlog
+from bnjax import plots, report, stats
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
+from bnjax.experiment import Experiment, Settings
 from experiments import _cli
 
 ADAM = {"optim.name": "adam", "optim.learning_rate": 1e-3}
 XAVIER = {"model.init": "xavier_uniform"}
 BN = {"model.norm": "batch"}
+SINGLE = ("+ Adam", "+ Xavier init", "+ BN")
 
 
 def base(quick: bool, data: str) -> TrainConfig:
@@ -29,23 +31,33 @@ def base(quick: bool, data: str) -> TrainConfig:
         steps=400 if quick else 2_000, eval_every=25 if quick else 100, checkpoint_every=1_000)
 
 
-def arms(b: TrainConfig) -> dict[str, TrainConfig]:
+def arms(s: Settings) -> dict[str, TrainConfig]:
+    b = base(s.quick, s.data)
     return {"baseline (SGD)": b, "+ Adam": replace(b, **ADAM), "+ Xavier init": replace(b, **XAVIER),
             "+ BN": replace(b, **BN), "Adam + Xavier + BN": replace(b, **ADAM, **XAVIER, **BN)}
 
 
-def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True, steps: int | None = None) -> dict:
-    _, stats = _cli.train_arms(arms(base(quick, data)), workdir, "ablation.png",
-                               f"Comparison of methods on the ConvNet ({data})", seeds=seeds, pool=pool,
-                               progress=progress, steps=steps)
-    results = {"figures": {"curves": "ablation.png"}, "arms": stats}
-    runlog.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+def analyze(runs: dict, workdir: str, s: Settings) -> dict:
+    a = stats.summarize(runs)
+    plots.curves_figure(runs, os.path.join(workdir, "ablation.png"), title=f"Comparison of methods on the ConvNet ({s.data})")
+    lines = ["![ablation](ablation.png)", "", report.arms_table(a), ""]
+    for arm in (*SINGLE, "Adam + Xavier + BN"):
+        lines.append("- " + stats.verdict(a[arm]["final_train_loss"], a["baseline (SGD)"]["final_train_loss"],
+                                          higher=False, scale=1.0, unit="nats",
+                                          claim=f"{arm} lowers the final training loss of the baseline"))
+    best_single = max((a[k]["final_test_accuracy"] for k in SINGLE), key=lambda v: v[0])
+    lines.append("- " + stats.verdict(a["Adam + Xavier + BN"]["final_test_accuracy"], best_single,
+                                      claim="the combination beats the best single change in test accuracy"))
+    return {"figures": {"curves": "ablation.png"}, "arms": a, "report": lines}
 
 
-def main(argv=None) -> None:
-    _cli.print_arms(_cli.experiment_main(__doc__, "runs/ablation", run, argv)["arms"])
+EXPERIMENT = Experiment(name="ablation", title="Comparison of methods (ablation)", arms=arms, analyze=analyze,
+                        doc=__doc__, workdir="runs/ablation")
+
+
+def main(argv=None) -> dict:
+    return _cli.experiment_main(EXPERIMENT, argv)
+
 
 if __name__ == "__main__":
     main()

@@ -13,7 +13,7 @@ import argparse
 import glob
 import os
 
-from bnjax import analysis, experiment, plots, runlog
+from bnjax import analysis, plots, runlog, stats
 from experiments.bench._timing import table
 
 
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
                 row.append(_pct(analysis.evaluate(run, population_batches=args.population_batches)["accuracy"]))
         rows.append(row)
         cfg = runlog.read_json(os.path.join(d, "config.json"))
-        arms[d] = [experiment.Run(d, cfg["seed"], None, hist, s)]
+        arms[d] = [stats.Run(d, cfg["seed"], None, hist, s)]
     header = ["run", "final step", "final test acc %", "best test acc %", "diverged at"]
     if args.evaluate:
         header.append("reloaded test acc %")

@@ -29,12 +29,7 @@ def main(argv=None) -> None:
         ds = data.load(args.data)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         p.error(str(e))
-    x = jnp.asarray(ds.x_test[: args.n])
-    key = jax.random.PRNGKey(args.seed)
-    rows = {"original": x}
-    for name, spec in (("horizontal flip", "hflip@1"), ("vertical flip", "vflip@1"),
-                       (f"rotation ±{args.degrees:g}°", f"rotate:{args.degrees:g}")):
-        rows[name] = augment.augment(key, x, augment.parse_pipeline(spec))
+    rows = augment.demo_rows(jax.random.PRNGKey(args.seed), jnp.asarray(ds.x_test[: args.n]), degrees=args.degrees)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     plots.image_grid(rows, args.out, title=f"Data augmentation on {args.data} (bnjax.augment, on the device)")
     print(f"wrote {args.out}")

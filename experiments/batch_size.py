@@ -1,11 +1,12 @@
 """Where BN degrades at small batches: ConvNet test accuracy at batch sizes 8..512 with BN,
 Ghost BN (virtual batches of 16), Batch Renorm and GroupNorm (4 groups), the same number
 of epochs for every batch size (Adam, learning rate 1e-3). For BN also the test accuracy
-with Algorithm 2's population statistics instead of the running averages.
+with Algorithm 2's population statistics instead of the running averages. Ghost BN runs
+only at batches above 16: at 8 and 16 a virtual batch of 16 is the whole batch, i.e. BN.
 
     python -m experiments.batch_size --workdir runs/batch_size --data mnist --epochs 1
 
-Writes batch_size.png and results.json and prints the table.
+Writes batch_size.png, results.json and report.md and prints the table.
 """
 
 from __future__ import annotations
@@ -15,69 +16,81 @@ import os
 import matplotlib.pyplot as plt
 
 from bnjax import data as data_lib
-from bnjax import experiment, runlog
-from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.report import table
+from bnjax import report, stats
+from bnjax.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
+from bnjax.experiment import Experiment, Settings
 from experiments import _cli
 
 BATCHES = (8, 16, 32, 64, 128, 256, 512)
 NORMS = {"BN": "batch", "Ghost BN (16)": "ghost", "Batch Renorm": "renorm", "GroupNorm": "group"}
+GHOST = 16
 
 
 def config(norm: str, batch: int, n_train: int, epochs: float, data: str) -> TrainConfig:
     steps = max(1, int(epochs * n_train) // batch)
     return TrainConfig(
-        model=ModelConfig(arch="convnet", activation="relu", norm=norm, virtual_batch_size=min(batch, 16),
-                          renorm_warmup=steps // 10, renorm_ramp=max(1, steps * 4 // 10)),
+        model=ModelConfig(arch="convnet", activation="relu", norm=norm,
+                          virtual_batch_size=GHOST if norm == "ghost" else 0, renorm_warmup=steps // 10, renorm_ramp=max(1, steps * 4 // 10)),
         optim=OptimConfig(name="adam", learning_rate=1e-3),
         data=DataConfig(source=data, batch_size=batch), steps=steps, eval_every=max(1, steps // 4),
         checkpoint_every=max(1, steps // 2),
         population_stats_batches=min(n_train // batch, max(5, 4096 // batch)) if norm == "batch" else 0)
 
 
-def run(workdir: str, *, data: str, seeds: int, epochs: float, batches=BATCHES, progress: bool = True) -> dict:
-    os.makedirs(workdir, exist_ok=True)
-    n_train = len(data_lib.load(data).y_train)
-    batches = [b for b in batches if b <= n_train]
-    arms = {f"{name} @ {b}": config(norm, b, n_train, epochs, data) for b in batches for name, norm in NORMS.items()}
-    runs = experiment.run_arms(arms, range(seeds), os.path.join(workdir, "runs"), progress=progress)
-    stats = experiment.summarize(runs)
-    pop = {b: experiment.mean_std([r.summary.get("test_accuracy_population_stats") for r in runs[f"BN @ {b}"]])
+def _epochs(s: Settings) -> float:
+    epochs = float(s.options.get("epochs", 1.0))
+    if epochs <= 0:
+        raise ConfigError("epochs", f"must be > 0, got {epochs}")
+    return epochs * (3 if s.quick else 1)
+
+
+def arms(s: Settings) -> dict[str, TrainConfig]:
+    n_train = len(data_lib.load(s.data).y_train)
+    return {f"{name} @ {b}": config(norm, b, n_train, _epochs(s), s.data)
+            for b in BATCHES if b <= n_train for name, norm in NORMS.items() if norm != "ghost" or b > GHOST}
+
+
+def analyze(runs: dict, workdir: str, s: Settings) -> dict:
+    a = stats.summarize(runs)
+    batches = sorted({int(k.rsplit("@ ", 1)[1]) for k in runs})
+    pop = {b: stats.mean_std([r.summary.get("test_accuracy_population_stats") for r in runs[f"BN @ {b}"]])
            for b in batches}
+    final = {(n, b): a[f"{n} @ {b}"]["final_test_accuracy"] for n in NORMS for b in batches if f"{n} @ {b}" in a}
+    _figure(final, pop, batches, os.path.join(workdir, "batch_size.png"), f"{s.data}, {s.seeds} seeds",
+            _epochs(s))
+    rows = [[str(b)] + [stats.fmt(*final[n, b]) if (n, b) in final else "— (= BN)" for n in NORMS]
+            + [stats.fmt(*pop[b])] for b in batches]
+    md = report.table(["batch"] + list(NORMS) + ["BN, population stats"], rows)
+    lines = [f"Test accuracy % (mean ± std over seeds) after {_epochs(s):g} epoch(s) at each batch size.", "",
+             "![batch size](batch_size.png)", "", md, ""]
+    return {"arms": a, "population": {str(b): pop[b] for b in batches}, "table": md, "report": lines}
+
+
+def _figure(final: dict, pop: dict, batches: list[int], path: str, what: str, epochs: float) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name in NORMS:
-        m = [stats[f"{name} @ {b}"]["final_test_accuracy"] for b in batches]
-        ax.errorbar(batches, [v[0] for v in m], yerr=[v[1] for v in m], marker="o", capsize=3, label=name)
+        bs = [b for b in batches if (name, b) in final]
+        ax.errorbar(bs, [final[name, b][0] for b in bs], yerr=[final[name, b][1] for b in bs], marker="o",
+                    capsize=3, label=name)
     ax.errorbar(batches, [pop[b][0] for b in batches], yerr=[pop[b][1] for b in batches], marker="x",
                 linestyle=":", capsize=3, label="BN, population statistics (Alg. 2)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel(f"test accuracy after {epochs:g} epoch(s)")
-    ax.set_title(f"Normalisers across batch sizes ({data}, {seeds} seeds)")
+    ax.set_title(f"Normalisers across batch sizes ({what})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "batch_size.png"), dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    rows = [[str(b)] + [experiment.fmt(*stats[f"{n} @ {b}"]["final_test_accuracy"]) for n in NORMS]
-            + [experiment.fmt(*pop[b])] for b in batches]
-    md = table(["batch"] + list(NORMS) + ["BN, population stats"], rows)
-    results = {"arms": stats, "population": {str(b): pop[b] for b in batches}, "table": md}
-    runlog.write_json(os.path.join(workdir, "results.json"), results)
-    return results
 
 
-def main(argv=None) -> None:
-    p = _cli.experiment_parser(__doc__, workdir="runs/batch_size")
-    p.add_argument("--epochs", type=float, default=1.0, help="epochs per run (default: 1)")
-    args = p.parse_args(argv)
-    data = _cli.data_source(p, args)
-    _cli.apply_runs_flag(args)
-    if args.epochs <= 0:
-        p.error(f"--epochs must be > 0, got {args.epochs}")
-    res = run(args.workdir, data=data, seeds=args.seeds, epochs=args.epochs * (3 if args.quick else 1),
-              progress=not args.quiet)
-    print(res["table"])
+EXPERIMENT = Experiment(name="batch_size", title="Normalisers across batch sizes", arms=arms, analyze=analyze,
+                        doc=__doc__, workdir="runs/batch_size", options={"epochs": 1.0})
+
+
+def main(argv=None) -> dict:
+    return _cli.experiment_main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import os
 
-from bnjax import experiment, runlog
+from bnjax import plots, report, stats
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
+from bnjax.experiment import Experiment, Settings
 from experiments import _cli
 
 # The paper's table (Ioffe & Szegedy 2015, Figure 3): steps to 72.2% and max accuracy.
 PAPER = {"Baseline": (31.0e6, 72.2), "BN-Baseline": (13.3e6, 72.7), "BN-x5": (2.1e6, 73.0),
          "BN-x30": (2.7e6, 74.8), "BN-x5-Sigmoid": (None, 69.8)}
+PAPER_SOURCE = ("Ioffe & Szegedy, *Batch Normalization: Accelerating Deep Network Training by Reducing Internal "
+                "Covariate Shift*, ICML 2015 (arXiv 1502.03167), Figure 3 (ImageNet, Inception, single crop)")
 
 
 def base(quick: bool, data: str) -> TrainConfig:
@@ -38,7 +41,8 @@ def base(quick: bool, data: str) -> TrainConfig:
         steps=steps, eval_every=25 if quick else 100, checkpoint_every=1_000)
 
 
-def arms(b: TrainConfig) -> dict[str, TrainConfig]:
+def arms(s: Settings) -> dict[str, TrainConfig]:
+    b = base(s.quick, s.data)
     fast = {"model.norm": "batch", "model.dropout": 0.0, "optim.weight_decay": b.optim.weight_decay / 5,
             "optim.decay_steps": max(1, b.optim.decay_steps // 6)}
     return {
@@ -55,34 +59,75 @@ def table(arm_stats: dict) -> dict:
     """Steps to the Baseline's best (on mean curves), best accuracy, ratio to Baseline."""
     c = arm_stats["Baseline"]["curves"]
     target = max(c["test_accuracy"][0])
-    base_steps = experiment.first_reach(c["steps"], c["test_accuracy"][0], target)
+    base_steps = stats.first_reach(c["steps"], c["test_accuracy"][0], target)
     rows = {}
     for arm, a in arm_stats.items():
-        steps = experiment.first_reach(a["curves"]["steps"], a["curves"]["test_accuracy"][0], target)
+        steps = stats.first_reach(a["curves"]["steps"], a["curves"]["test_accuracy"][0], target)
         rows[arm] = {"steps_to_target": steps, "best_test_accuracy": a["best_test_accuracy"],
                      "speedup_vs_baseline": base_steps / steps if steps else None,
                      "diverged_at": a["diverged_at"]}
     return {"target_accuracy": target, "rows": rows}
 
 
-def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True, steps: int | None = None) -> dict:
-    _, stats = _cli.train_arms(arms(base(quick, data)), workdir, "lr_table.png",
-                               f"BN paper's learning-rate arms, small scale ({data})", seeds=seeds, pool=pool,
-                               progress=progress, steps=steps)
-    results = {"figures": {"curves": "lr_table.png"}, "arms": stats, "table": table(stats), "paper": PAPER}
-    runlog.write_json(os.path.join(workdir, "results.json"), results)
-    return results
-
-
-def main(argv=None) -> None:
-    t = _cli.experiment_main(__doc__, "runs/lr_table", run, argv)["table"]
-    print(f"target = Baseline's best mean test accuracy {t['target_accuracy'] * 100:.2f}%")
+def table_lines(t: dict) -> list[str]:
+    base_paper = PAPER["Baseline"][0]
+    rows = []
     for arm, r in t["rows"].items():
-        m, s = r["best_test_accuracy"]
-        sp = f"{r['speedup_vs_baseline']:.1f}x" if r["speedup_vs_baseline"] else "—"
-        print(f"{arm:>14}: steps to target {r['steps_to_target'] or '—':>6}  best {m * 100:.2f} ± {s * 100:.2f}%  "
-              f"speed-up {sp}")
+        p_steps, p_acc = PAPER.get(arm, (None, None))
+        here = f"{r['steps_to_target']:,}" if r["steps_to_target"] else "not reached"
+        ratio = f"{r['speedup_vs_baseline']:.1f}x" if r["speedup_vs_baseline"] else "—"
+        rows.append([arm, f"{p_steps / 1e6:.1f}e6" if p_steps else "—", f"{p_acc}%" if p_acc else "—",
+                     f"{base_paper / p_steps:.1f}x" if p_steps else "—", here,
+                     stats.fmt(*r["best_test_accuracy"]) + "%", ratio, stats.diverged_text(r["diverged_at"])])
+    return [report.table(["arm", "paper: steps to 72.2%", "paper: max acc", "paper: speed-up",
+                          "here: steps to target", "here: best acc", "here: speed-up", "diverged"], rows), ""]
+
+
+def verdicts(r: dict) -> list[str]:
+    def speed(arm: str, what: str) -> str:
+        paper_x, x = PAPER["Baseline"][0] / PAPER[arm][0], r[arm]["speedup_vs_baseline"]
+        if x is None:
+            return f"**Not supported here**: {what} (paper {paper_x:.1f}x fewer steps; here it never reached the target)."
+        word = "Supported" if x > 1.0 else "Not supported here"
+        return f"**{word}**: {what} — paper {paper_x:.1f}x fewer steps than Baseline, here {x:.1f}x."
+
+    out = [speed("BN-Baseline", "BN alone reaches the Baseline's best accuracy in fewer steps"),
+           speed("BN-x5", "BN with 5x the learning rate trains much faster"),
+           speed("BN-x30", "BN with 30x the learning rate still trains fast"),
+           stats.verdict(r["BN-x30"]["best_test_accuracy"], r["BN-x5"]["best_test_accuracy"],
+                         claim="BN-x30 ends with a higher best accuracy than BN-x5 (paper 74.8% vs 73.0%)"),
+           stats.verdict(r["BN-x5"]["best_test_accuracy"], r["BN-x5-Sigmoid"]["best_test_accuracy"],
+                         claim="with BN a sigmoid network trains, but below ReLU (paper 69.8% vs 73.0%)")]
+    div = [d for d in r["Baseline-x5"]["diverged_at"] if d is not None]
+    if div:
+        out.append(f"**Supported**: without BN, 5x the learning rate diverges — {len(div)} of "
+                   f"{len(r['Baseline-x5']['diverged_at'])} seeds, first at step {min(div)}.")
+    else:
+        out.append(stats.verdict(r["BN-x5"]["best_test_accuracy"], r["Baseline-x5"]["best_test_accuracy"],
+                                 claim="without BN, 5x the learning rate does worse than with BN "
+                                       "(the paper reports it failing); no seed diverged here"))
+    return ["- " + v for v in out]
+
+
+def analyze(runs: dict, workdir: str, s: Settings) -> dict:
+    a = stats.summarize(runs)
+    plots.curves_figure(runs, os.path.join(workdir, "lr_table.png"),
+                        title=f"BN paper's learning-rate arms, small scale ({s.data})")
+    t = table(a)
+    lines = [f"Paper ({PAPER_SOURCE}): steps to reach Inception's best accuracy (72.2%) and the best accuracy.",
+             f"Here: steps for the mean test accuracy over seeds to reach the Baseline's best mean "
+             f"({t['target_accuracy'] * 100:.2f}%), and the best test accuracy (mean ± std).", "",
+             "![learning-rate arms](lr_table.png)", ""]
+    lines += table_lines(t) + verdicts(t["rows"])
+    return {"figures": {"curves": "lr_table.png"}, "arms": a, "table": t, "paper": PAPER, "report": lines}
+
+
+EXPERIMENT = Experiment(name="lr_table", title="The BN paper's learning-rate table, at small scale", arms=arms,
+                        analyze=analyze, doc=__doc__, workdir="runs/lr_table", paper=PAPER)
+
+
+def main(argv=None) -> dict:
+    return _cli.experiment_main(EXPERIMENT, argv)
 
 
 if __name__ == "__main__":

@@ -4,39 +4,53 @@ accuracy of the same ConvNet with and without BN), and Figure 1 of the BN paper.
     python -m experiments.normalization --workdir runs/normalization --data mnist
 
 The ConvNet arms are the placement experiment's "no BN" and "BN before" arms (same
-configs, so the reproduction suite trains them once). Writes normalization.png,
-fig1.png and results.json.
+configs, so the reproduction suite trains them once); the Figure 1 arms are
+`experiments.fig1_mnist`'s. Writes normalization.png, fig1.png, results.json, report.md.
 """
 
 from __future__ import annotations
 
 import os
 
-from bnjax import runlog
-from bnjax.config import replace
+from bnjax import plots, report, stats
+from bnjax.config import TrainConfig, replace
+from bnjax.experiment import Experiment, Settings
 from experiments import _cli, fig1_mnist, placement
 
-
-def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True, steps: int | None = None) -> dict:
-    pool = pool or os.path.join(workdir, "runs")
-    b = placement.bases(quick, data)["ConvNet"]
-    arms = {"without BN": replace(b, **{"model.norm": "none"}), "with BN": replace(b, **{"model.norm": "batch"})}
-    _, stats = _cli.train_arms(arms, workdir, "normalization.png",
-                               f"ConvNet with and without batch normalisation ({data})", seeds=seeds, pool=pool,
-                               progress=progress, steps=steps)
-    f1 = fig1_mnist.DEFAULTS
-    if quick:
-        f1 = replace(f1, **{"steps": 3_000, "eval_every": 100, "checkpoint_every": 0})
-    fig1 = fig1_mnist.run(replace(f1, **{"data.source": data}), workdir, seeds, pool=pool, progress=progress,
-                          steps=steps)
-    results = {"figures": {"curves": "normalization.png", "fig1": "fig1.png"}, "arms": stats, "fig1": fig1}
-    runlog.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+FIG1 = "Figure 1: "
 
 
-def main(argv=None) -> None:
-    _cli.print_arms(_cli.experiment_main(__doc__, "runs/normalization", run, argv)["arms"])
+def arms(s: Settings) -> dict[str, TrainConfig]:
+    b = placement.bases(s.quick, s.data)["ConvNet"]
+    out = {"without BN": replace(b, **{"model.norm": "none"}), "with BN": replace(b, **{"model.norm": "batch"})}
+    return out | {FIG1 + k: v for k, v in fig1_mnist.arms(s).items()}
+
+
+def analyze(runs: dict, workdir: str, s: Settings) -> dict:
+    conv = {k: v for k, v in runs.items() if not k.startswith(FIG1)}
+    a = stats.summarize(conv)
+    plots.curves_figure(conv, os.path.join(workdir, "normalization.png"),
+                        title=f"ConvNet with and without batch normalisation ({s.data})")
+    lines = ["![with and without BN](normalization.png)", "", report.arms_table(a), ""]
+    w, wo = a["with BN"]["curves"], a["without BN"]["curves"]
+    above = sum(x > y for x, y in zip(w["test_accuracy"][0], wo["test_accuracy"][0], strict=False))
+    lines.append(f"- Test accuracy with BN is above the plain network at {above} of "
+                 f"{min(len(w['steps']), len(wo['steps']))} evaluations.")
+    lines.append("- " + stats.verdict(a["with BN"]["final_test_accuracy"], a["without BN"]["final_test_accuracy"],
+                                      claim="BN gives the higher final test accuracy"))
+    f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)}, workdir)
+    lines += ["", "### Figure 1 of the BN paper", ""] + fig1_mnist.section(f1)
+    return {"figures": {"curves": "normalization.png", "fig1": "fig1.png"}, "arms": a, "fig1": f1,
+            "report": lines}
+
+
+EXPERIMENT = Experiment(name="normalization", title="With and without normalisation", arms=arms, analyze=analyze,
+                        doc=__doc__, workdir="runs/normalization")
+
+
+def main(argv=None) -> dict:
+    return _cli.experiment_main(EXPERIMENT, argv)
+
 
 if __name__ == "__main__":
     main()

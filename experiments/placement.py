@@ -6,16 +6,19 @@ for every arm; 3 seeds.
     python -m experiments.placement --workdir runs/placement --quick            # digits, seconds
 
 Expect BN (either placement) above no BN for the sigmoid MLP; on MNIST the ConvNet arms
-end close together. Writes placement_mlp.png, placement_convnet.png, results.json.
+end close together. Writes placement_mlp.png, placement_convnet.png, results.json, report.md.
 """
 
 from __future__ import annotations
 
 import os
 
-from bnjax import runlog
+from bnjax import plots, report, stats
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
+from bnjax.experiment import Experiment, Settings
 from experiments import _cli
+
+NETS = ("MLP", "ConvNet")
 
 
 def bases(quick: bool, data: str) -> dict[str, TrainConfig]:
@@ -33,28 +36,44 @@ def bases(quick: bool, data: str) -> dict[str, TrainConfig]:
     return {"MLP": mlp, "ConvNet": cnn}
 
 
-def arms(base: TrainConfig, net: str) -> dict[str, TrainConfig]:
-    return {f"{net} no BN": replace(base, **{"model.norm": "none"}),
-            f"{net} BN before (A)": replace(base, **{"model.norm": "batch", "model.placement": "before"}),
-            f"{net} BN after (B)": replace(base, **{"model.norm": "batch", "model.placement": "after"})}
+def arms(s: Settings) -> dict[str, TrainConfig]:
+    out = {}
+    for net, base in bases(s.quick, s.data).items():
+        out[f"{net} no BN"] = replace(base, **{"model.norm": "none"})
+        out[f"{net} BN before (A)"] = replace(base, **{"model.norm": "batch", "model.placement": "before"})
+        out[f"{net} BN after (B)"] = replace(base, **{"model.norm": "batch", "model.placement": "after"})
+    return out
 
 
-def run(workdir: str, *, quick: bool, data: str, seeds: int, pool: str | None = None,
-        progress: bool = True, steps: int | None = None) -> dict:
-    results = {"figures": {}, "arms": {}}
-    for net, base in bases(quick, data).items():
-        png = f"placement_{net.lower()}.png"
-        _, stats = _cli.train_arms(arms(base, net), workdir, png,
-                                   f"{net}: BN before vs after the nonlinearity ({data})", seeds=seeds, pool=pool,
-                                   progress=progress, steps=steps)
-        results["figures"][net] = png
-        results["arms"].update(stats)
-    runlog.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+def analyze(runs: dict, workdir: str, s: Settings) -> dict:
+    a = stats.summarize(runs)
+    figures = {}
+    for net in NETS:
+        figures[net] = f"placement_{net.lower()}.png"
+        plots.curves_figure({k: v for k, v in runs.items() if k.startswith(f"{net} ")},
+                            os.path.join(workdir, figures[net]),
+                            title=f"{net}: BN before vs after the nonlinearity ({s.data})")
+    lines = ["The lecture shows BN inserted before the nonlinearity (A, as the BN paper does: "
+             "`z = g(BN(Wu))`) and after it (B). Same optimiser and schedule for every arm.", ""]
+    lines += [f"![{net}]({f})" for net, f in figures.items()] + ["", report.arms_table(a), ""]
+    for net in NETS:
+        lines.append("- " + stats.verdict(a[f"{net} BN before (A)"]["final_test_accuracy"],
+                                          a[f"{net} no BN"]["final_test_accuracy"],
+                                          claim=f"BN before the nonlinearity raises the {net}'s final test accuracy "
+                                                "over no BN"))
+        lines.append("- " + stats.verdict(a[f"{net} BN before (A)"]["final_test_accuracy"],
+                                          a[f"{net} BN after (B)"]["final_test_accuracy"],
+                                          claim=f"for the {net}, placement A ends above placement B"))
+    return {"figures": figures, "arms": a, "report": lines}
 
 
-def main(argv=None) -> None:
-    _cli.print_arms(_cli.experiment_main(__doc__, "runs/placement", run, argv)["arms"])
+EXPERIMENT = Experiment(name="placement", title="BN before or after the nonlinearity (lecture variants A and B)",
+                        arms=arms, analyze=analyze, doc=__doc__, workdir="runs/placement")
+
+
+def main(argv=None) -> dict:
+    return _cli.experiment_main(EXPERIMENT, argv)
+
 
 if __name__ == "__main__":
     main()

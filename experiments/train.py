@@ -13,23 +13,44 @@ run the same command on each with --coordinator HOST0:PORT --num-processes N
 
 from __future__ import annotations
 
+import argparse
+
+from bnjax import config as config_lib
 from bnjax import fit, parallel
-from bnjax.config import TrainConfig
+from bnjax.config import ConfigError, TrainConfig
 from bnjax.runlog import RunMismatchError
 from experiments import _cli
 
 DEFAULTS = TrainConfig()
 
 
-def main(argv=None) -> None:
-    parser = _cli.make_parser(__doc__, DEFAULTS, workdir="runs/train", seeds=1)
-    g = parser.add_argument_group("devices")
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quiet] [--devices N] "
+                                      "[--SECTION.FIELD VALUE ...]")
+    p.add_argument("--workdir", default="runs/train", help="run directory (default: runs/train)")
+    p.add_argument("--data", default=None, help=f"{_cli.DATA_HELP} (default: {DEFAULTS.data.source})")
+    p.add_argument("--seeds", type=int, default=1, help="must be 1: this trains one run (set its seed with --seed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("devices")
     g.add_argument("--devices", default=None, help="data parallel over this many devices, or 'all'")
     g.add_argument("--coordinator", default=None, help="multi-host: address:port of process 0")
     g.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     g.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
     g.add_argument("--cpu-collectives", default=None, help="e.g. gloo, for multi-process runs on CPU")
-    args, cfg = _cli.parse(parser, DEFAULTS, argv)
+    _cli.add_config_flags(p, DEFAULTS)
+    return p
+
+
+def main(argv=None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.seeds != 1:
+        p.error("--seeds: experiments.train trains one run; set its seed with --seed")
+    try:
+        cfg = config_lib.replace(DEFAULTS, **_cli.overrides(args))
+    except ConfigError as e:
+        p.error(str(e))
     if args.cpu_collectives:
         import jax
 
@@ -41,7 +62,7 @@ def main(argv=None) -> None:
         try:
             mesh = parallel.make_mesh(None if args.devices == "all" else int(args.devices))
         except ValueError as e:
-            parser.error(f"--devices: {e}")
+            p.error(f"--devices: {e}")
     try:
         with _cli.interruptible():
             res = fit(cfg, args.workdir, progress=not args.quiet and parallel.is_writer(), mesh=mesh)

@@ -118,3 +118,37 @@ def test_other_normalisers_train_as_arms(norm):
     res = fit(cfg, progress=False)
     assert res.summary["final_test_accuracy"] > 0.6
     assert ("batch_stats" in res.state.variables) == (norm in ("ghost", "renorm"))
+
+
+def test_batch_renorm_population_statistics_match_numpy_algorithm_2():
+    """`population_stats_batches` on a Batch Renorm run: Algorithm 2 over the same K
+    training batches computed in numpy from the first layer's pre-normalisation
+    activations (x @ W; no bias before a normaliser), and the recorded accuracy is that
+    of the model with these statistics."""
+    from bnjax import data as data_lib
+    from bnjax.evaluation import evaluate
+    from bnjax.programs import eval_model_for
+    from bnjax.train import DATA
+
+    cfg = TrainConfig(model=ModelConfig(arch="mlp", hidden=(16,), norm="renorm", activation="relu",
+                                        renorm_warmup=3, renorm_ramp=10),
+                      optim=OptimConfig(name="momentum", learning_rate=0.05),
+                      data=DataConfig(source="digits", batch_size=32), steps=30, eval_every=30,
+                      population_stats_batches=5)
+    res = fit(cfg, progress=False)
+    ds = data_lib.load("digits")
+    x = ds.x_train.reshape(len(ds.x_train), -1).astype(np.float64)
+    idx = np.asarray(data_lib.epoch_batches(res.state.keys[DATA], 2**31 - 1, len(x), 32))[:5]
+    w = np.asarray(res.state.params["block0"]["linear"]["kernel"], np.float64)
+    h = [x[i] @ w for i in idx]
+    mean = np.mean([b.mean(0) for b in h], axis=0)
+    var = 32 / 31 * np.mean([b.var(0) for b in h], axis=0)
+    got = res.state.batch_stats["block0"]["norm"]["norm"]
+    np.testing.assert_allclose(got["mean"], mean, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["var"], var, rtol=1e-4, atol=1e-5)
+    assert int(got["step"]) == 30  # the schedule's counter is kept, not replaced
+    stats = {"block0": {"norm": {"norm": {"mean": jnp.asarray(mean, jnp.float32),
+                                          "var": jnp.asarray(var, jnp.float32), "step": got["step"]}}}}
+    acc = evaluate(eval_model_for(cfg.model), {"params": res.state.params, "batch_stats": stats},
+                   jnp.asarray(ds.x_test), jnp.asarray(ds.y_test))["accuracy"]
+    assert res.summary["test_accuracy_population_stats"] == pytest.approx(float(acc), abs=1e-6)

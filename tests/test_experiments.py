@@ -44,3 +44,30 @@ def test_experiment_flags_are_validated():
     proc = subprocess.run([sys.executable, "-m", "experiments.placement", "--data", "svhn"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown data source 'svhn'" in proc.stderr
+
+
+def _experiments():
+    from experiments import ablation, augmentation, batch_size, fig1_mnist, lr_table, normalization, placement
+
+    return [m.EXPERIMENT for m in (placement, lr_table, ablation, normalization, augmentation, fig1_mnist,
+                                    batch_size)]
+
+
+def test_config_overrides_reach_every_arm_of_every_experiment_script():
+    import pytest
+
+    from bnjax.experiment import build_arms
+    from experiments import _cli
+
+    for exp in _experiments():
+        p = _cli.experiment_parser(exp.doc, exp.workdir, dict(exp.options))
+        s = _cli.settings_from(p, [exp], ["--quick", "--optim.b2", "0.95", "--model.bn_epsilon", "0.001",
+                                          "--data.eval_batch_size", "77"])
+        arms = build_arms(exp, s)
+        assert len(arms) >= 2, exp.name
+        for name, cfg in arms.items():
+            assert (cfg.optim.b2, cfg.model.bn_epsilon, cfg.data.eval_batch_size) == (0.95, 0.001, 77), (exp.name, name)
+            assert cfg.data.source == "digits"
+        with pytest.raises(SystemExit) as e:  # a bad override stops before any compute, exit 2
+            _cli.settings_from(p, [exp], ["--quick", "--model.norm", "nope"])
+        assert e.value.code == 2

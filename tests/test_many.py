@@ -6,9 +6,10 @@ import jax
 import numpy as np
 import pytest
 
-from bnjax import fit
+from bnjax import fit, runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.many import fit_many, unstack
+from bnjax import fit_many
+from bnjax.many import unstack
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -53,8 +54,8 @@ def test_shared_batches_equal_runs_alone_with_the_first_runs_data_key(arch, layo
     dropout and augmentation keys still apply."""
     from bnjax import augment as aug
     from bnjax import data as data_lib
-    from bnjax.loop import _train_chunk, model_for, optimizer_for
-    from bnjax.many import _chunk_many, init_many
+    from bnjax.many import init_many
+    from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
     from bnjax.train import DATA, create_state
 
     cfg = ModelConfig(arch=arch, hidden=(32, 16), channels=(4, 6), dense=16, norm="batch", activation="relu",
@@ -63,14 +64,14 @@ def test_shared_batches_equal_runs_alone_with_the_first_runs_data_key(arch, layo
     dev = data_lib.to_device(data_lib.load("digits"))
     x, y, pipeline = dev["x_train"], dev["y_train"], aug.parse_pipeline("hflip")
     seeds = [3, 7, 11]
-    states, metrics = _chunk_many(init_many(model, tx, x[:16], seeds), x, y, layout=layout, share_data=True,
+    states, metrics = compiled_chunk_many(init_many(model, tx, x[:16], seeds), x, y, layout=layout, share_data=True,
                                   model=model, tx=tx, pipeline=pipeline, batch_size=16, n_steps=120)  # > 1 epoch
     assert metrics["loss"].shape == (3, 120)
     data_key = create_state(model, tx, x[:16], seeds[0]).keys[DATA]
     for i, seed in enumerate(seeds):
         alone = create_state(model, tx, x[:16], seed)
         alone = alone.replace(keys=alone.keys.at[DATA].set(data_key))
-        alone, m = _train_chunk(alone, x, y, model=model, tx=tx, pipeline=pipeline, batch_size=16, n_steps=120)
+        alone, m = compiled_chunk(alone, x, y, model=model, tx=tx, pipeline=pipeline, batch_size=16, n_steps=120)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
                      unstack(states, i).params, alone.params)
         np.testing.assert_allclose(metrics["loss"][i], m["loss"], rtol=2e-4, atol=2e-5)
@@ -85,15 +86,13 @@ def _group_cfg(**kw):
 
 
 def test_fit_group_writes_each_run_as_fit_alone_and_isolates_a_diverging_run(tmp_path):
-    from bnjax import runlog
-    from bnjax.many import fit_group
 
     base = _group_cfg()
     cfgs = [dataclasses.replace(base, seed=1),
             dataclasses.replace(base, seed=2, optim=dataclasses.replace(base.optim, lr_multiplier=3.0)),
             dataclasses.replace(base, seed=3, optim=dataclasses.replace(base.optim, lr_multiplier=1e6))]
     dirs = [str(tmp_path / f"run{i}") for i in range(3)]
-    res = fit_group(cfgs, dirs, progress=False)
+    res = fit(cfgs, dirs, progress=False)
     assert res[2].summary["diverged_at"] is not None  # x1e6 blows up ...
     for i in (0, 1):  # ... while the others train exactly as alone
         alone = fit(cfgs[i], str(tmp_path / f"alone{i}"), progress=False)
@@ -111,7 +110,6 @@ def test_fit_group_writes_each_run_as_fit_alone_and_isolates_a_diverging_run(tmp
 
 
 def test_fit_group_resumes_from_the_runs_checkpoints_and_refuses_mixed_configs(tmp_path):
-    from bnjax.many import fit_group
 
     base = _group_cfg(checkpoint_every=20)
     cfgs = [dataclasses.replace(base, seed=s) for s in (4, 5)]
@@ -119,57 +117,70 @@ def test_fit_group_resumes_from_the_runs_checkpoints_and_refuses_mixed_configs(t
     # a group that stopped at step 20 (its checkpoints kept) continues to 40 == uninterrupted
     import shutil
 
-    full = fit_group(cfgs, dirs, progress=False)
+    full = fit(cfgs, dirs, progress=False)
     for d in dirs:
         shutil.rmtree(f"{d}/checkpoints/40")
         (tmp_path / d / "results.json").unlink()
-    resumed = fit_group(cfgs, dirs, progress=False)
+    resumed = fit(cfgs, dirs, progress=False)
     for a, b in zip(full, resumed, strict=True):
         jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a.state.params, b.state.params)
         assert [r["step"] for r in b.history] == [20, 40]
     with pytest.raises(ValueError, match="model.hidden"):
-        fit_group([cfgs[0], dataclasses.replace(cfgs[1], model=dataclasses.replace(base.model, hidden=(8,)))],
+        fit([cfgs[0], dataclasses.replace(cfgs[1], model=dataclasses.replace(base.model, hidden=(8,)))],
                   progress=False)
 
 
 def test_run_arms_together_compiles_one_program_for_arms_differing_in_multiplier(tmp_path):
-    from bnjax import experiment
-    from bnjax.many import _chunk_many
+    from bnjax import pool
+    from bnjax.programs import compiled_chunk_many
 
     base = _group_cfg()
     arms = {"x1": base, "x2": dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_multiplier=2.0))}
-    experiment.set_grouping("together")
-    try:
-        before = _chunk_many._cache_size()
-        together = experiment.run_arms(arms, [0, 1], str(tmp_path / "pool"), progress=False)
-        assert _chunk_many._cache_size() - before == 1  # 4 runs, 2 arms: one compiled chunk
-    finally:
-        experiment.set_grouping("auto")
-    experiment.set_grouping("sequential")
-    try:
-        alone = experiment.run_arms(arms, [0, 1], str(tmp_path / "pool2"), progress=False)
-    finally:
-        experiment.set_grouping("auto")
+    before = compiled_chunk_many._cache_size()
+    together = pool.run_arms(arms, [0, 1], str(tmp_path / "pool"), runs="together", progress=False)
+    assert compiled_chunk_many._cache_size() - before == 1  # 4 runs, 2 arms: one compiled chunk
+    alone = pool.run_arms(arms, [0, 1], str(tmp_path / "pool2"), runs="sequential", progress=False)
     for arm in arms:
         for a, b in zip(together[arm], alone[arm], strict=True):
             np.testing.assert_allclose(a.summary["final_test_accuracy"], b.summary["final_test_accuracy"], atol=1e-3)
-    with pytest.raises(ValueError, match="grouping"):
-        experiment.set_grouping("parallel")
+            assert runlog.read_json(f"{a.workdir}/meta.json")["runs"] == "together"
+            assert runlog.read_json(f"{a.workdir}/meta.json")["group_size"] == 4
+            assert runlog.read_json(f"{b.workdir}/meta.json")["runs"] == "sequential"
+    with pytest.raises(ValueError, match="runs mode"):
+        pool.run_arms(arms, [0], str(tmp_path / "pool3"), runs="parallel", progress=False)
+
+
+def test_group_records_honest_training_time(tmp_path):
+    """Each run of a group records its share of the group's wall time: the shares add up
+    to the time of the whole call (not K times it), equal while no run diverges."""
+    import time
+
+    base = dataclasses.replace(_group_cfg(), steps=300, eval_every=100, population_stats_batches=0)
+    cfgs = [dataclasses.replace(base, seed=s) for s in range(3)]
+    t0 = time.perf_counter()
+    res = fit(cfgs, [str(tmp_path / f"r{i}") for i in range(3)], progress=False)
+    wall = time.perf_counter() - t0
+    secs = [r.summary["train_seconds"] for r in res]
+    assert max(secs) - min(secs) < 1e-2
+    assert 0.5 * wall < sum(secs) <= wall
+    assert [r.summary["group_size"] for r in res] == [3, 3, 3]
+    elapsed = [rec["elapsed_s"] for rec in runlog.read_metrics(str(tmp_path / "r0"))]
+    assert elapsed == sorted(elapsed) and elapsed[-1] <= secs[0]
 
 
 def test_weight_decay_and_initialiser_are_run_axes(tmp_path):
     """Runs differing in weight decay, initialiser and its scale train in one program and
     equal the same runs trained alone."""
-    from bnjax.many import _chunk_many, fit_group
+    from bnjax.programs import compiled_chunk_many
 
     base = _group_cfg()
     cfgs = [base,
             dataclasses.replace(base, optim=dataclasses.replace(base.optim, weight_decay=5e-3)),
             dataclasses.replace(base, model=dataclasses.replace(base.model, init="xavier_uniform")),
             dataclasses.replace(base, seed=9, model=dataclasses.replace(base.model, init="normal", init_std=0.2))]
-    before = _chunk_many._cache_size()
-    res = fit_group(cfgs, progress=False)
-    assert _chunk_many._cache_size() - before <= 2  # chunks of eval_every steps (and one final size at most)
+    before = compiled_chunk_many._cache_size()
+    res = fit(cfgs, progress=False)
+    assert compiled_chunk_many._cache_size() - before <= 2  # chunks of eval_every steps (and one final size at most)
     for c, r in zip(cfgs, res, strict=True):
         alone = fit(c, progress=False)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5), r.state.params,
@@ -180,16 +191,42 @@ def test_weight_decay_and_initialiser_are_run_axes(tmp_path):
 
 def test_sequential_runs_differing_along_run_axes_reuse_one_compiled_chunk():
     """No recompiles between arms that differ only in seed, multiplier, decay or init."""
-    from bnjax.loop import _train_chunk
+    from bnjax.programs import compiled_chunk
 
     base = dataclasses.replace(_group_cfg(), steps=20, eval_every=20)
     variants = [base, dataclasses.replace(base, seed=5),
                 dataclasses.replace(base, optim=dataclasses.replace(base.optim, lr_multiplier=5.0, weight_decay=1e-3)),
                 dataclasses.replace(base, model=dataclasses.replace(base.model, init="xavier_uniform"))]
     fit(variants[0], progress=False)
-    before = _train_chunk._cache_size()
+    before = compiled_chunk._cache_size()
     for cfg in variants[1:]:
         fit(cfg, progress=False)
-    assert _train_chunk._cache_size() == before
+    assert compiled_chunk._cache_size() == before
     fit(dataclasses.replace(base, model=dataclasses.replace(base.model, hidden=(8,))), progress=False)
-    assert _train_chunk._cache_size() == before + 1  # a structural change does compile
+    assert compiled_chunk._cache_size() == before + 1  # a structural change does compile
+
+
+def test_group_falls_back_past_an_unreadable_checkpoint_and_finishes_bitwise(tmp_path):
+    """One run's newest checkpoint is garbage: the group restores the newest step every run
+    can read, sets the newer checkpoints aside (kept) and ends equal to the uninterrupted group."""
+    import os
+
+    base = dataclasses.replace(_group_cfg(checkpoint_every=20, keep_checkpoints=5), steps=60,
+                               population_stats_batches=0)
+    cfgs = [dataclasses.replace(base, seed=s) for s in (1, 2)]
+    dirs = [str(tmp_path / f"r{s}") for s in (1, 2)]
+    full = fit(cfgs, dirs, progress=False)
+    for root, _, names in os.walk(f"{dirs[1]}/checkpoints/60"):
+        for name in names:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"garbage")
+    for d in dirs:
+        os.remove(f"{d}/results.json")
+    with pytest.warns(UserWarning, match="step 60 cannot be restored"):
+        again = fit(cfgs, dirs, progress=False)
+    for a, b in zip(full, again, strict=True):
+        jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a.state.params, b.state.params)
+        assert [r["step"] for r in b.history] == [20, 40, 60]
+    for d in dirs:
+        assert len(os.listdir(f"{d}/checkpoints_aside")) == 1  # the step-60 checkpoints, kept
+        assert os.path.exists(f"{d}/results.json")

@@ -52,7 +52,7 @@ def test_adam_matches_optax_reference():
 @pytest.mark.parametrize("name", ["sgd", "momentum", "adam", "adamw"])
 def test_injected_multiplier_and_decay_equal_optax_built_directly(name):
     """make_optimizer with the multiplier and weight decay injected (set in the state by
-    set_hyperparams, as bnjax.loop.initial_state does) == optax's own composition."""
+    set_hyperparams, as bnjax.programs.initial_state does) == optax's own composition."""
     from bnjax.optim import decay_mask, set_hyperparams
 
     params = {"dense": {"kernel": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "bias": jnp.array([0.2, -0.1])}}

@@ -41,13 +41,13 @@ for arch in ("mlp", "convnet"):
         "acc": [one.summary["final_test_accuracy"], many.summary["final_test_accuracy"]],
     }
 # the step really is partitioned: XLA inserted cross-device reductions
-from bnjax import loop, data as D
+from bnjax import loop, programs, data as D
 from bnjax.train import create_state
-m = loop.model_for(cfg.model); tx = loop.optimizer_for(cfg.optim, cfg.steps)
+m = programs.model_for(cfg.model); tx = programs.optimizer_for(cfg.optim, cfg.steps)
 dev = parallel.replicate(D.to_device(loop.load_dataset(cfg)), parallel.make_mesh(8))
 st = parallel.replicate(create_state(m, tx, dev["x_train"][:64], 0), parallel.make_mesh(8))
-hlo = loop._train_chunk.lower(st, dev["x_train"], dev["y_train"], model=m, tx=tx, pipeline=(), batch_size=64,
-                              n_steps=2, sharding=parallel.batch_sharding(parallel.make_mesh(8))).compile().as_text()
+hlo = programs.compiled_chunk.lower(st, dev["x_train"], dev["y_train"], model=m, tx=tx, pipeline=(), batch_size=64,
+                                     n_steps=2, sharding=parallel.batch_sharding(parallel.make_mesh(8))).compile().as_text()
 out["all_reduce"] = hlo.count("all-reduce")
 # uneven valid counts per device: device i holds i % 4 + 1 valid rows of 4
 mesh = parallel.make_mesh(8)

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from bnjax import fit, loop, runlog
+from bnjax import fit, programs, runlog
 from bnjax.checkpoint import Checkpoints
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
@@ -92,9 +92,9 @@ def test_unwritable_workdir_fails_before_training(tmp_path):
 
 def test_seeds_share_one_compiled_program():
     fit(dataclasses.replace(TINY, seed=1), progress=False)
-    size = loop._train_chunk._cache_size()
+    size = programs.compiled_chunk._cache_size()
     fit(dataclasses.replace(TINY, seed=2), progress=False)
-    assert loop._train_chunk._cache_size() == size
+    assert programs.compiled_chunk._cache_size() == size
 
 
 def test_population_statistics_option_records_both_accuracies():

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.loop import _train_chunk, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, model_for, optimizer_for
 from bnjax.train import create_state
 from experiments.bench._timing import median_seconds, table
 
@@ -26,7 +26,7 @@ def step_seconds(model_cfg: ModelConfig, x, y, steps: int, repeats: int) -> floa
     holder = [create_state(model, tx, x[:256], 0)]
 
     def run():
-        holder[0], m = _train_chunk(holder[0], x, y, model=model, tx=tx, pipeline=(), batch_size=256, n_steps=steps)
+        holder[0], m = compiled_chunk(holder[0], x, y, model=model, tx=tx, pipeline=(), batch_size=256, n_steps=steps)
         jax.block_until_ready(m)
 
     return median_seconds(run, repeats=repeats) / steps

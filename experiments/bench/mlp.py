@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.loop import _train_chunk, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, model_for, optimizer_for
 from bnjax.train import create_state, train_step
 from experiments.bench import torch_models
 from experiments.bench._timing import median_seconds, table
@@ -33,7 +33,7 @@ def bnjax_scan(x, y, steps):
     holder = [create_state(model, tx, xd[:60], 0)]
 
     def run():
-        holder[0], m = _train_chunk(holder[0], xd, yd, model=model, tx=tx, pipeline=(), batch_size=60, n_steps=steps)
+        holder[0], m = compiled_chunk(holder[0], xd, yd, model=model, tx=tx, pipeline=(), batch_size=60, n_steps=steps)
         jax.block_until_ready(m)
 
     return run

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.loop import _train_chunk, model_for, optimizer_for
-from bnjax.many import _chunk_many, init_many, layout_for
+from bnjax.many import init_many, layout_for
+from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
 from bnjax.train import create_state
 from experiments.bench._timing import median_seconds, table
 
@@ -31,14 +31,14 @@ def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data
 
     def sequential():
         for s in range(k):
-            one[0], m = _train_chunk(one[0], x, y, model=model, tx=tx, pipeline=(), batch_size=b, n_steps=steps)
+            one[0], m = compiled_chunk(one[0], x, y, model=model, tx=tx, pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 
     many = [init_many(model, tx, x[:b], list(range(k)))]
     layout = layout_for(cfg)
 
     def together():
-        many[0], m = _chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=model, tx=tx,
+        many[0], m = compiled_chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=model, tx=tx,
                                  pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 

@@ -34,7 +34,7 @@ import numpy as np
 from bnjax import data as data_lib
 from bnjax.config import ModelConfig, OptimConfig
 from bnjax.evaluation import evaluate
-from bnjax.loop import _train_chunk, eval_model_for, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, eval_model_for, model_for, optimizer_for
 from bnjax.train import create_state
 from experiments.bench import torch_models
 from experiments.bench._timing import table
@@ -69,7 +69,7 @@ def bnjax_trainer(ds, r: Recipe):
         state = create_state(model, tx, dev["x_train"][:r.batch], seed)
         jax.block_until_ready(state)
         t = time.perf_counter()
-        state, _ = _train_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx, pipeline=(),
+        state, _ = compiled_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx, pipeline=(),
                                 batch_size=r.batch, n_steps=steps)
         jax.block_until_ready(state)
         seconds = time.perf_counter() - t

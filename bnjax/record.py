@@ -1,0 +1,143 @@
+"""Per-run bookkeeping of the driver (`bnjax.loop.fit`): one `RunRecord` per run of a
+group holds its config, run directory, checkpoints, evaluation history, divergence and
+its share of the wall time; the functions below make its evaluation records and summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from bnjax import runlog
+from bnjax.checkpoint import BEST_METRIC, Checkpoints
+from bnjax.config import TrainConfig
+from bnjax.evaluation import evaluate, fetch, probe_percentiles, recompute_batch_stats
+from bnjax.train import DATA, TrainState
+
+PROBE_QS = (15.0, 50.0, 85.0)
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """The driver's view of one run.
+
+    ``seconds`` is this run's share of the training wall time: every interval between
+    two boundaries is divided equally among the runs still training in the group, so the
+    runs' times add up to the group's wall time (a run alone gets all of it).
+    """
+
+    cfg: TrainConfig
+    workdir: str | None
+    store: Checkpoints | None = None
+    history: list[dict] = dataclasses.field(default_factory=list)
+    diverged_at: int | None = None
+    seconds: float = 0.0
+
+    @classmethod
+    def open(cls, cfg: TrainConfig, workdir: str | None) -> RunRecord:
+        """Check or create the run directory (`bnjax.runlog.prepare`) and open its checkpoints."""
+        if workdir:
+            runlog.prepare(workdir, cfg)
+            store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
+            return cls(cfg, workdir, store)
+        return cls(cfg, None)
+
+    @property
+    def live(self) -> bool:
+        return self.diverged_at is None
+
+    def resume_at(self, step: int) -> None:
+        """Continue from ``step``: keep the metrics up to it, drop the rest."""
+        if not self.workdir:
+            return
+        self.history = runlog.read_metrics(self.workdir, up_to_step=step) if step else []
+        runlog.rewrite_metrics(self.workdir, self.history)
+        self.seconds = self.history[-1].get("elapsed_s", 0.0) if self.history else 0.0
+
+    def log(self, rec: dict) -> None:
+        """Append an evaluation (or divergence) record to the history and ``metrics.jsonl``."""
+        self.history.append(rec)
+        if self.workdir:
+            runlog.append_metrics(self.workdir, rec)
+
+    def diverge(self, at: int, step: int) -> None:
+        self.diverged_at = at
+        self.log({"step": step, "diverged_at": at})
+
+    def save(self, step: int, state: TrainState, *, interrupted: bool = False) -> None:
+        """Checkpoint ``state``, ranked by its test accuracy when it was evaluated at this
+        step and by -1 otherwise (a checkpoint between evaluations, or on Ctrl-C), so a
+        state never inherits an earlier evaluation's rank."""
+        if self.store is None or (interrupted and step in self.store.steps()):
+            return
+        last = self.history[-1] if self.history else {}
+        metric = last["test_accuracy"] if last.get("step") == step and "test_accuracy" in last else -1.0
+        self.store.save(step, state, {BEST_METRIC: metric})
+
+    def close(self, summary: dict | None = None) -> None:
+        """Wait for pending checkpoint writes; with ``summary``, write ``results.json``."""
+        if self.store is not None:
+            self.store.close()
+        if self.workdir and summary is not None:
+            runlog.write_json(os.path.join(self.workdir, "results.json"), summary)
+
+
+def probe_inputs(cfg: TrainConfig, dev: dict) -> Any:
+    """The test images the internal-covariate-shift probes run on."""
+    n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
+    if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
+        n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
+    return dev["x_test"][:n_probe]
+
+
+def evaluation_record(cfg: TrainConfig, model: Any, state: TrainState, dev: dict, probe_x: Any, step: int,
+                      losses: np.ndarray, accs: np.ndarray, elapsed: float) -> dict:
+    """One line of ``metrics.jsonl``: the training loss and accuracy averaged over the
+    steps since the last evaluation, test loss and accuracy, probe percentiles."""
+    test = evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
+    probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS)
+    out = fetch({"test": test, "probes": probes})
+    return {
+        "step": step,
+        "train_loss": float(losses.mean()),
+        "train_accuracy": float(accs.mean()),
+        "test_loss": out["test"]["loss"],
+        "test_accuracy": out["test"]["accuracy"],
+        "probes": out["probes"],
+        "probe_qs": list(PROBE_QS),
+        "elapsed_s": round(elapsed, 3),
+    }
+
+
+def summary(rec: RunRecord, group_size: int) -> dict:
+    """``results.json`` of a run: final and best test accuracy, divergence, and the run's
+    share of the training time (``train_seconds``) in a group of ``group_size``."""
+    evals = [r for r in rec.history if "test_accuracy" in r]
+    best = max(evals, key=lambda r: r["test_accuracy"]) if evals else None
+    return {
+        "steps": rec.cfg.steps,
+        "seed": rec.cfg.seed,
+        "diverged_at": rec.diverged_at,
+        "final_step": evals[-1]["step"] if evals else 0,
+        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else math.nan,
+        "final_train_loss": evals[-1]["train_loss"] if evals else math.nan,
+        "best_test_accuracy": best["test_accuracy"] if best else math.nan,
+        "best_step": best["step"] if best else None,
+        "train_seconds": round(rec.seconds, 3),
+        "group_size": group_size,
+    }
+
+
+def with_population_stats(cfg: TrainConfig, model: Any, state: TrainState, dev: dict, summ: dict) -> TrainState:
+    """Algorithm 2 at the end of training; records both accuracies in ``summ``."""
+    stats = recompute_batch_stats(model, state.variables, dev["x_train"], key=state.keys[DATA],
+                                  batch_size=cfg.data.batch_size, num_batches=cfg.population_stats_batches)
+    new = state.replace(batch_stats=stats)
+    acc = evaluate(model, new.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
+    summ["test_accuracy_running_stats"] = summ["final_test_accuracy"]
+    summ["test_accuracy_population_stats"] = float(acc["accuracy"])
+    return new

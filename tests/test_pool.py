@@ -1,0 +1,107 @@
+"""The run pool reuses a finished run only when its stored config, data fingerprint and code
+version all equal the present ones; otherwise it retrains (the old run kept aside) or
+refuses, naming what differs."""
+
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from bnjax import pool, runlog
+from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(source: str = "digits") -> TrainConfig:
+    return TrainConfig(model=ModelConfig(arch="mlp", hidden=(16,), norm="batch", activation="relu"),
+                       optim=OptimConfig(name="momentum", learning_rate=0.05),
+                       data=DataConfig(source=source, batch_size=16), steps=10, eval_every=5)
+
+
+def _train(tmp_path, arms, **kw):
+    return pool.run_arms(arms, [0], str(tmp_path / "pool"), progress=False, **kw)
+
+
+def _stamp(run) -> float:
+    return os.path.getmtime(os.path.join(run.workdir, "results.json"))
+
+
+def test_matching_run_is_read_back_and_the_hash_covers_every_field(tmp_path):
+    first = _train(tmp_path, {"a": _cfg()})["a"][0]
+    again = _train(tmp_path, {"a": _cfg()})["a"][0]
+    assert again.workdir == first.workdir and _stamp(again) == _stamp(first)
+    assert again.summary == first.summary
+    # the directory is keyed by the complete config: a changed default value is another run
+    other = _cfg().__class__(**{**_cfg().__dict__, "probe_examples": 999})
+    assert pool.run_dir("p", other) != pool.run_dir("p", _cfg())
+
+
+def test_edited_config_is_refused_or_retrained_with_the_old_run_kept(tmp_path, capsys):
+    run = _train(tmp_path, {"a": _cfg()})["a"][0]
+    stored = runlog.read_json(f"{run.workdir}/config.json")
+    stored["optim"]["learning_rate"] *= 2  # the stored run is not what the config asks for
+    runlog.write_json(f"{run.workdir}/config.json", stored)
+    with pytest.raises(pool.StaleRunError, match=r"config \(optim.learning_rate\)"):
+        _train(tmp_path, {"a": _cfg()}, stale="refuse")
+    assert runlog.read_json(f"{run.workdir}/config.json") == stored  # refusing touched nothing
+    new = _train(tmp_path, {"a": _cfg()}, stale="retrain")["a"][0]
+    out = capsys.readouterr().out
+    assert "stale run" in out and "optim.learning_rate" in out and "training it again" in out
+    assert runlog.read_json(f"{new.workdir}/config.json")["optim"]["learning_rate"] == 0.05
+    kept = os.listdir(os.path.join(os.path.dirname(run.workdir), "stale"))
+    assert len(kept) == 1 and kept[0].startswith("seed_0-")
+    aside = os.path.join(os.path.dirname(run.workdir), "stale", kept[0])
+    assert runlog.read_json(f"{aside}/config.json") == stored  # never deleted
+
+
+def test_changed_data_is_detected_by_its_fingerprint(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (64, 6, 6), dtype=np.uint8), "y_train": np.arange(64) % 10,
+              "x_test": rng.integers(0, 256, (20, 6, 6), dtype=np.uint8), "y_test": np.arange(20) % 10}
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    arms = {"a": _cfg(f"npz:{path}")}
+    run = _train(tmp_path, arms)["a"][0]
+    assert _stamp(_train(tmp_path, arms)["a"][0]) == _stamp(run)  # same file: read back
+    arrays["x_train"][3, 2, 2] ^= 1  # one pixel, one bit: same source, same shapes
+    np.savez(path, **arrays)
+    with pytest.raises(pool.StaleRunError, match="data fingerprint"):
+        _train(tmp_path, arms, stale="refuse")
+    new = _train(tmp_path, arms)["a"][0]
+    stale_dir = os.path.join(os.path.dirname(new.workdir), "stale")
+    (aside,) = os.listdir(stale_dir)
+    old_fp = runlog.read_json(os.path.join(stale_dir, aside, "meta.json"))["data_fingerprint"]
+    new_fp = runlog.read_json(f"{new.workdir}/meta.json")["data_fingerprint"]
+    assert old_fp["shapes"] == new_fp["shapes"] and old_fp["checksum"] != new_fp["checksum"]
+
+
+def test_changed_code_is_detected_by_its_version(tmp_path, monkeypatch):
+    run = _train(tmp_path, {"a": _cfg()})["a"][0]
+    real = runlog.code_version()
+    assert runlog.read_json(f"{run.workdir}/meta.json")["code_version"] == real
+    monkeypatch.setattr(runlog, "code_version", lambda: {**real, "sources": "0123456789abcdef"})
+    with pytest.raises(pool.StaleRunError, match=f"code version \\({real['sources']} -> 0123456789abcdef\\)"):
+        _train(tmp_path, {"a": _cfg()}, stale="refuse")
+    new = _train(tmp_path, {"a": _cfg()})["a"][0]
+    assert runlog.read_json(f"{new.workdir}/meta.json")["code_version"]["sources"] == "0123456789abcdef"
+
+
+def test_code_version_changes_with_any_library_source(tmp_path):
+    """`runlog.code_version` hashes the bnjax/ sources next to it: a copy of the package
+    with one edited file gives another version; an unedited copy the same."""
+    copy = tmp_path / "bnjax"
+    shutil.copytree(os.path.join(ROOT, "bnjax"), copy, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def version_of(directory):
+        spec = importlib.util.spec_from_file_location("runlog_copy", directory / "runlog.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.code_version()["sources"]
+
+    assert version_of(copy) == runlog.code_version()["sources"]
+    with open(copy / "norm.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert version_of(copy) != runlog.code_version()["sources"]
