@@ -101,6 +101,10 @@ class Checkpoints:
         """Step of the best checkpoint by ``test_accuracy`` (None if unknown)."""
         return self._mngr.best_step()
 
+    def wait(self) -> None:
+        """Wait for pending asynchronous saves."""
+        self._mngr.wait_until_finished()
+
     def close(self) -> None:
         """Wait for pending asynchronous saves and release the manager."""
         self._mngr.wait_until_finished()

@@ -32,7 +32,7 @@ from bnjax import data as data_lib
 from bnjax import many, parallel, runlog
 from bnjax.config import TrainConfig
 from bnjax.programs import RUN_AXES, Program, program_key
-from bnjax.record import RunRecord, evaluation_record, probe_inputs, summary, with_population_stats
+from bnjax.record import RunRecord, evaluation_record, population_stats, probe_inputs, summary
 from bnjax.train import TrainState
 
 
@@ -70,6 +70,7 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
       RunMismatchError, PermissionError: for a workdir that cannot be used.
       ValueError: configs that cannot share a program, or data that do not fit the model.
     """
+    t0 = time.perf_counter()
     single = isinstance(cfgs, TrainConfig)
     cfg_list = [cfgs] if single else list(cfgs)
     dirs = _workdirs(workdirs, len(cfg_list), single)
@@ -87,11 +88,12 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
     bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
                desc=desc or (base.model.arch if single else f"{len(cfg_list)} runs"), unit="step", leave=False,
                dynamic_ncols=True)
+    clock = _Clock(records, t0)
     try:
-        states = _train(program, records, states, dev, probe_inputs(base, dev), bar)
+        states = _train(program, records, states, dev, probe_inputs(base, dev), bar, clock)
     finally:
         bar.close()
-    results = [_finish(program, rec, program.state(states, i), dev) for i, rec in enumerate(records)]
+    results = _finish(program, records, states, dev, clock)
     return results[0] if single else results
 
 
@@ -229,12 +231,12 @@ def _restore(records: list[RunRecord], program: Program, initial: list[TrainStat
 # --------------------------------------------------------------------------- the loop
 
 
-def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, probe_x: Any, bar: Any) -> Any:
+def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, probe_x: Any, bar: Any,
+           clock: _Clock) -> Any:
     """The chunk loop: train to each boundary, then evaluate / checkpoint the live runs."""
     cfg = records[0].cfg
     step = int(program.state(states, 0).step)
     pending: list[dict] = []
-    clock = _Clock(records)
     stop = _InterruptFlag()
     try:
         for mark in boundaries(cfg):
@@ -259,7 +261,6 @@ def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, p
         raise
     finally:
         stop.restore()
-    clock.tick()
     return states
 
 
@@ -295,23 +296,40 @@ def _save_interrupted(program: Program, records: list[RunRecord], states: Any, s
               flush=True)
 
 
-def _finish(program: Program, rec: RunRecord, state: TrainState, dev: dict) -> RunResult:
-    summ = summary(rec, program.k)
-    if rec.cfg.population_stats_batches and rec.live and state.batch_stats:
-        state = with_population_stats(rec.cfg, program.eval_model, state, dev, summ)
-    rec.close(summ)
-    return RunResult(rec.cfg, state, rec.history, summ)
+def _finish(program: Program, records: list[RunRecord], states: Any, dev: dict, clock: _Clock) -> list[RunResult]:
+    """Population statistics, pending checkpoint writes, then each run's summary (its
+    time covers the whole call: setup, training, evaluations and this)."""
+    finals, pop = [], []
+    for i, rec in enumerate(records):
+        state, acc = program.state(states, i), None
+        if rec.cfg.population_stats_batches and rec.live and state.batch_stats:
+            state, acc = population_stats(rec.cfg, program.eval_model, state, dev)
+        finals.append(state)
+        pop.append(acc)
+    for rec in records:
+        rec.wait()
+    clock.tick(everyone=True)
+    out = []
+    for rec, state, acc in zip(records, finals, pop, strict=True):
+        summ = summary(rec, program.k)
+        if acc is not None:
+            summ["test_accuracy_running_stats"] = summ["final_test_accuracy"]
+            summ["test_accuracy_population_stats"] = acc
+        rec.close(summ)
+        out.append(RunResult(rec.cfg, state, rec.history, summ))
+    return out
 
 
 class _Clock:
-    """Divides the wall time between two ticks equally among the live runs."""
+    """Divides the wall time between two ticks equally among the live runs (or, with
+    ``everyone``, among all runs)."""
 
-    def __init__(self, records: list[RunRecord]):
-        self.records, self.t = records, time.perf_counter()
+    def __init__(self, records: list[RunRecord], t0: float):
+        self.records, self.t = records, t0
 
-    def tick(self) -> None:
+    def tick(self, *, everyone: bool = False) -> None:
         now = time.perf_counter()
-        live = [r for r in self.records if r.live]
+        live = [r for r in self.records if r.live or everyone]
         for r in live:
             r.seconds += (now - self.t) / len(live)
         self.t = now

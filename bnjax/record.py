@@ -78,6 +78,11 @@ class RunRecord:
         metric = last["test_accuracy"] if last.get("step") == step and "test_accuracy" in last else -1.0
         self.store.save(step, state, {BEST_METRIC: metric})
 
+    def wait(self) -> None:
+        """Wait for pending asynchronous checkpoint writes."""
+        if self.store is not None:
+            self.store.wait()
+
     def close(self, summary: dict | None = None) -> None:
         """Wait for pending checkpoint writes; with ``summary``, write ``results.json``."""
         if self.store is not None:
@@ -132,12 +137,11 @@ def summary(rec: RunRecord, group_size: int) -> dict:
     }
 
 
-def with_population_stats(cfg: TrainConfig, model: Any, state: TrainState, dev: dict, summ: dict) -> TrainState:
-    """Algorithm 2 at the end of training; records both accuracies in ``summ``."""
+def population_stats(cfg: TrainConfig, model: Any, state: TrainState, dev: dict) -> tuple[TrainState, float]:
+    """Algorithm 2 at the end of training: the state with population statistics, and
+    its test accuracy."""
     stats = recompute_batch_stats(model, state.variables, dev["x_train"], key=state.keys[DATA],
                                   batch_size=cfg.data.batch_size, num_batches=cfg.population_stats_batches)
     new = state.replace(batch_stats=stats)
     acc = evaluate(model, new.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
-    summ["test_accuracy_running_stats"] = summ["final_test_accuracy"]
-    summ["test_accuracy_population_stats"] = float(acc["accuracy"])
-    return new
+    return new, float(acc["accuracy"])
