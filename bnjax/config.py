@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ def _choice(name: str, value: str, choices: typing.Iterable[str]) -> None:
 
 
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if not math.isfinite(value):
+        raise ConfigError(name, f"must be a finite number, got {value}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(name, f"must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 

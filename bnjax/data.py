@@ -87,6 +87,9 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
     else:
         xtr, ytr, xte, yte, scale = (*_tfds(kind, data_dir), 255.0)
     name = source
+    ytr, yte = _labels(ytr, source, "train"), _labels(yte, source, "test")
+    if len(xtr) == 0 or len(xte) == 0:
+        raise ValueError(f"data source {source!r}: empty {'training' if len(xtr) == 0 else 'test'} set")
     if num_classes is None:
         num_classes = NUM_CLASSES.get(kind, int(max(ytr.max(initial=0), yte.max(initial=0))) + 1)
     for split, y in (("train", ytr), ("test", yte)):
@@ -106,6 +109,11 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
         scale = 255.0 if np.issubdtype(xtr.dtype, np.integer) else 1.0
     xtr = xtr.astype(np.float32) / scale
     xte = xte.astype(np.float32) / scale
+    for split, x in (("train", xtr), ("test", xte)):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            raise ValueError(f"data source {source!r}: {int(bad.sum())} non-finite pixel values in the {split} images "
+                             f"(first in image {int(np.argwhere(bad)[0][0])})")
     if image_size:
         xtr, xte = _pad_to(xtr, image_size, source), _pad_to(xte, image_size, source)
     mean = xtr.mean(axis=(0, 1, 2))
@@ -129,6 +137,22 @@ def fingerprint(source: str, image_size: int, arrays: tuple[np.ndarray, ...]) ->
         h.update(a.data)
     return {"source": source, "image_size": image_size, "shapes": [list(a.shape) for a in arrays],
             "checksum": h.hexdigest()}
+
+
+def _labels(y: np.ndarray, source: str, split: str) -> np.ndarray:
+    """Integer class labels; float labels only when every value is a whole number."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"data source {source!r}: {split} labels must be one integer per image, got shape {y.shape}")
+    if np.issubdtype(y.dtype, np.integer):
+        return y
+    if not np.issubdtype(y.dtype, np.floating):
+        raise ValueError(f"data source {source!r}: {split} labels have dtype {y.dtype}; expected integers")
+    bad = ~np.isfinite(y) | (y != np.round(y))
+    if bad.any():
+        raise ValueError(f"data source {source!r}: {int(bad.sum())} {split} labels are not whole numbers "
+                         f"(e.g. {float(y[bad][0])!r})")
+    return y.astype(np.int64)
 
 
 def _as_nhwc(x: np.ndarray, source: str) -> np.ndarray:

@@ -78,22 +78,26 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
     ds = dataset if dataset is not None else load_dataset(base)
     dev = device_data if device_data is not None else data_lib.to_device(ds)
     _check_data(base, ds, dev)
-    records = [RunRecord.open(c, w) for c, w in zip(cfg_list, dirs, strict=True)]
-    _record_meta(records, ds, dev, runs)
-    sharding = parallel.batch_sharding(mesh) if mesh is not None else None
-    program = Program.build(base, len(cfg_list), layout=layout, share_data=share_data, sharding=sharding)
-    states = _restore(records, program, program.init(cfg_list, dev["x_train"][: base.data.batch_size]))
-    if mesh is not None:
-        states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
-    bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
-               desc=desc or (base.model.arch if single else f"{len(cfg_list)} runs"), unit="step", leave=False,
-               dynamic_ncols=True)
-    clock = _Clock(records, t0)
+    records = _open(cfg_list, dirs)
     try:
-        states = _train(program, records, states, dev, probe_inputs(base, dev), bar, clock)
+        _record_meta(records, ds, dev, runs)
+        sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+        program = Program.build(base, len(cfg_list), layout=layout, share_data=share_data, sharding=sharding)
+        states, pending = _restore(records, program, program.init(cfg_list, dev["x_train"][: base.data.batch_size]))
+        if mesh is not None:
+            states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
+        bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
+                   desc=desc or (base.model.arch if single else f"{len(cfg_list)} runs"), unit="step", leave=False,
+                   dynamic_ncols=True)
+        clock = _Clock(records, t0)
+        try:
+            states = _train(program, records, states, dev, probe_inputs(base, dev), bar, clock, pending)
+        finally:
+            bar.close()
+        results = _finish(program, records, states, dev, clock)
     finally:
-        bar.close()
-    results = _finish(program, records, states, dev, clock)
+        for rec in records:
+            rec.close()  # on any failure too: checkpoints released, lock released (no-op when finished)
     return results[0] if single else results
 
 
@@ -182,6 +186,20 @@ def _check_group(cfgs: list[TrainConfig], mesh: Any) -> TrainConfig:
     return base
 
 
+def _open(cfgs: list[TrainConfig], dirs: list[str | None]) -> list[RunRecord]:
+    records: list[RunRecord] = []
+    try:
+        for c, w in zip(cfgs, dirs, strict=True):
+            if w and w in [r.workdir for r in records]:
+                raise ValueError(f"two runs of one group share the workdir {w}")
+            records.append(RunRecord.open(c, w))
+    except BaseException:
+        for rec in records:
+            rec.close()
+        raise
+    return records
+
+
 def _check_data(cfg: TrainConfig, ds: data_lib.Dataset, dev: dict) -> None:
     if ds.num_classes > cfg.model.num_classes:
         raise ValueError(f"data set {ds.name} has {ds.num_classes} classes but model.num_classes is "
@@ -189,6 +207,10 @@ def _check_data(cfg: TrainConfig, ds: data_lib.Dataset, dev: dict) -> None:
     n = dev["x_train"].shape[0]
     if cfg.data.batch_size > n:
         raise ValueError(f"data.batch_size {cfg.data.batch_size} exceeds the {n} training examples of {ds.name}")
+    if cfg.population_stats_batches > n // cfg.data.batch_size:
+        raise ValueError(f"population_stats_batches {cfg.population_stats_batches} exceeds the "
+                         f"{n // cfg.data.batch_size} batches of {cfg.data.batch_size} in one epoch of {ds.name} "
+                         "(Algorithm 2 draws its batches from one epoch)")
 
 
 def _record_meta(records: list[RunRecord], ds: data_lib.Dataset, dev: dict, runs: str | None) -> None:
@@ -200,10 +222,12 @@ def _record_meta(records: list[RunRecord], ds: data_lib.Dataset, dev: dict, runs
                                runs=runs or ("together" if k > 1 else "sequential"), group_size=k)
 
 
-def _restore(records: list[RunRecord], program: Program, initial: list[TrainState]) -> Any:
+def _restore(records: list[RunRecord], program: Program, initial: list[TrainState]) -> tuple[Any, list[dict]]:
     """The newest step at which every run's checkpoint restores (a step that cannot be
     read is reported and an older one tried), or the initial states; every process of a
-    multi-host run continues from process 0's states."""
+    multi-host run continues from process 0's states. Also the per-step training metrics
+    since the last evaluation, when the step was a checkpoint between evaluations (so the
+    next logged training loss averages the same steps as without the interruption)."""
     stores = [r.store for r in records]
     states, step = initial, 0
     if all(stores):
@@ -215,8 +239,8 @@ def _restore(records: list[RunRecord], program: Program, initial: list[TrainStat
             except Exception as e:  # orbax raises many types for unreadable files
                 warnings.warn(f"checkpoint at step {s} cannot be restored ({type(e).__name__}: {str(e)[:200]}); "
                               "trying an older one", stacklevel=3)
+    partials = [rec.resume_at(step) for rec in records]
     for rec in records:
-        rec.resume_at(step)
         if rec.store is not None:
             for path in rec.store.set_aside(step):
                 warnings.warn(f"{rec.workdir}: unreadable or unmatched checkpoint moved to {path}", stacklevel=3)
@@ -225,18 +249,20 @@ def _restore(records: list[RunRecord], program: Program, initial: list[TrainStat
         from jax.experimental import multihost_utils
 
         stacked = multihost_utils.broadcast_one_to_all(stacked)
-    return stacked
+    if step and all(p is not None for p in partials):
+        return stacked, [{k: np.stack([p[k] for p in partials]) for k in ("loss", "accuracy")}]
+    return stacked, []
 
 
 # --------------------------------------------------------------------------- the loop
 
 
 def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, probe_x: Any, bar: Any,
-           clock: _Clock) -> Any:
-    """The chunk loop: train to each boundary, then evaluate / checkpoint the live runs."""
+           clock: _Clock, pending: list[dict]) -> Any:
+    """The chunk loop: train to each boundary, then evaluate / checkpoint the live runs.
+    ``pending``: per-step metrics since the last evaluation, carried over a resume."""
     cfg = records[0].cfg
     step = int(program.state(states, 0).step)
-    pending: list[dict] = []
     stop = _InterruptFlag()
     try:
         for mark in boundaries(cfg):
@@ -257,7 +283,7 @@ def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, p
         if stop.raised:
             raise KeyboardInterrupt
     except KeyboardInterrupt:
-        _save_interrupted(program, records, states, step)
+        _save_interrupted(program, records, states, step, pending)
         raise
     finally:
         stop.restore()
@@ -281,14 +307,18 @@ def _boundary(program, records, states, dev, probe_x, pending, step, is_eval, is
             rec.log(evaluation_record(rec.cfg, program.eval_model, state, dev, probe_x, step, losses[i], accs[i],
                                       rec.seconds))
         if is_ckpt:
-            rec.save(step, state)
+            rec.save(step, state, partial=None if is_eval else {"loss": losses[i], "accuracy": accs[i]})
 
 
-def _save_interrupted(program: Program, records: list[RunRecord], states: Any, step: int) -> None:
+def _save_interrupted(program: Program, records: list[RunRecord], states: Any, step: int,
+                      pending: list[dict]) -> None:
     saved = [rec for rec in records if rec.live and rec.store is not None] if not _deleted(states) else []
+    metrics = {k: np.concatenate([np.asarray(m[k]) for m in pending], axis=1) for k in ("loss", "accuracy")} \
+        if pending else None
     for i, rec in enumerate(records):
         if rec in saved:
-            rec.save(step, program.state(states, i), interrupted=True)
+            partial = {k: v[i] for k, v in metrics.items()} if metrics else None
+            rec.save(step, program.state(states, i), interrupted=True, partial=partial)
         rec.close()
     if saved:
         where = saved[0].workdir if len(saved) == 1 else f"{len(saved)} run directories"

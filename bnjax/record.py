@@ -19,6 +19,7 @@ from bnjax.evaluation import evaluate, fetch, probe_percentiles, recompute_batch
 from bnjax.train import DATA, TrainState
 
 PROBE_QS = (15.0, 50.0, 85.0)
+PARTIAL = "partial_metrics.json"  # training metrics between the last evaluation and the last checkpoint
 
 
 @dataclasses.dataclass
@@ -36,27 +37,43 @@ class RunRecord:
     history: list[dict] = dataclasses.field(default_factory=list)
     diverged_at: int | None = None
     seconds: float = 0.0
+    lock: runlog.RunLock | None = None
 
     @classmethod
     def open(cls, cfg: TrainConfig, workdir: str | None) -> RunRecord:
-        """Check or create the run directory (`bnjax.runlog.prepare`) and open its checkpoints."""
-        if workdir:
+        """Lock the run directory (`bnjax.runlog.RunLock`), check or create it
+        (`bnjax.runlog.prepare`) and open its checkpoints."""
+        if not workdir:
+            return cls(cfg, None)
+        runlog.check_writable(workdir)
+        lock = runlog.RunLock(workdir)
+        try:
             runlog.prepare(workdir, cfg)
             store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
-            return cls(cfg, workdir, store)
-        return cls(cfg, None)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(cfg, workdir, store, lock=lock)
 
     @property
     def live(self) -> bool:
         return self.diverged_at is None
 
-    def resume_at(self, step: int) -> None:
-        """Continue from ``step``: keep the metrics up to it, drop the rest."""
+    def resume_at(self, step: int) -> dict | None:
+        """Continue from ``step``: keep the metrics up to it, drop the rest. Returns the
+        per-step training metrics since the last evaluation saved with that step's
+        checkpoint (``{"loss", "accuracy"}`` float32 arrays), or None."""
         if not self.workdir:
-            return
+            return None
         self.history = runlog.read_metrics(self.workdir, up_to_step=step) if step else []
         runlog.rewrite_metrics(self.workdir, self.history)
         self.seconds = self.history[-1].get("elapsed_s", 0.0) if self.history else 0.0
+        part = self._partials().get(str(step))
+        return {k: np.asarray(part[k], np.float32) for k in ("loss", "accuracy")} if step and part else None
+
+    def _partials(self) -> dict:
+        path = os.path.join(self.workdir, PARTIAL)
+        return runlog.read_json(path) if os.path.exists(path) else {}
 
     def log(self, rec: dict) -> None:
         """Append an evaluation (or divergence) record to the history and ``metrics.jsonl``."""
@@ -68,12 +85,18 @@ class RunRecord:
         self.diverged_at = at
         self.log({"step": step, "diverged_at": at})
 
-    def save(self, step: int, state: TrainState, *, interrupted: bool = False) -> None:
+    def save(self, step: int, state: TrainState, *, interrupted: bool = False, partial: dict | None = None) -> None:
         """Checkpoint ``state``, ranked by its test accuracy when it was evaluated at this
         step and by -1 otherwise (a checkpoint between evaluations, or on Ctrl-C), so a
-        state never inherits an earlier evaluation's rank."""
+        state never inherits an earlier evaluation's rank. ``partial``: the per-step
+        training metrics since the last evaluation, kept beside the checkpoint (exactly:
+        float32 values are exact in JSON) for a resume from it."""
         if self.store is None or (interrupted and step in self.store.steps()):
             return
+        if partial is not None:  # one entry per kept checkpoint
+            parts = {s: v for s, v in self._partials().items() if int(s) in self.store.steps()}
+            parts[str(step)] = {k: [float(v) for v in partial[k]] for k in ("loss", "accuracy")}
+            runlog.write_json(os.path.join(self.workdir, PARTIAL), parts)
         last = self.history[-1] if self.history else {}
         metric = last["test_accuracy"] if last.get("step") == step and "test_accuracy" in last else -1.0
         self.store.save(step, state, {BEST_METRIC: metric})
@@ -84,11 +107,15 @@ class RunRecord:
             self.store.wait()
 
     def close(self, summary: dict | None = None) -> None:
-        """Wait for pending checkpoint writes; with ``summary``, write ``results.json``."""
-        if self.store is not None:
-            self.store.close()
+        """Release the checkpoints and the lock; with ``summary``, write ``results.json`` first."""
         if self.workdir and summary is not None:
             runlog.write_json(os.path.join(self.workdir, "results.json"), summary)
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def probe_inputs(cfg: TrainConfig, dev: dict) -> Any:
@@ -102,7 +129,8 @@ def probe_inputs(cfg: TrainConfig, dev: dict) -> Any:
 def evaluation_record(cfg: TrainConfig, model: Any, state: TrainState, dev: dict, probe_x: Any, step: int,
                       losses: np.ndarray, accs: np.ndarray, elapsed: float) -> dict:
     """One line of ``metrics.jsonl``: the training loss and accuracy averaged over the
-    steps since the last evaluation, test loss and accuracy, probe percentiles."""
+    ``train_steps`` steps since the last evaluation (carried over a resume when the
+    checkpoint kept them), test loss and accuracy, probe percentiles."""
     test = evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
     probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS)
     out = fetch({"test": test, "probes": probes})
@@ -110,6 +138,7 @@ def evaluation_record(cfg: TrainConfig, model: Any, state: TrainState, dev: dict
         "step": step,
         "train_loss": float(losses.mean()),
         "train_accuracy": float(accs.mean()),
+        "train_steps": int(losses.size),
         "test_loss": out["test"]["loss"],
         "test_accuracy": out["test"]["accuracy"],
         "probes": out["probes"],

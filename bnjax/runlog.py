@@ -29,6 +29,41 @@ class RunMismatchError(RuntimeError):
         self.fields = fields
 
 
+class RunLockedError(RuntimeError):
+    """Another live process is training in this run directory."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``WORKDIR/.lock``, `fcntl.flock`), held while
+    a process trains there. The kernel releases it when the holder exits, however it
+    exits, so a lock file left by a killed process never blocks: the next process takes it.
+
+    Raises:
+      RunLockedError: another live process holds it (named by pid, host and start time).
+    """
+
+    def __init__(self, workdir: str):
+        import fcntl
+
+        path = os.path.join(workdir, ".lock")
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(self._fd, 500).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise RunLockedError(f"{workdir} is in use by another process ({holder}); wait for it to finish "
+                                 "or use another --workdir") from None
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}"
+                 .encode())
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write JSON atomically."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -87,12 +122,11 @@ def git_revision() -> str:
         return "unknown"
 
 
-def prepare(workdir: str, cfg: Any) -> None:
-    """Create or check a workdir before training.
+def check_writable(workdir: str) -> None:
+    """Create ``workdir`` if needed and check that a file can be written there.
 
     Raises:
-      PermissionError: the workdir cannot be written.
-      RunMismatchError: it already holds a run of another config.
+      PermissionError: naming the directory.
     """
     probe = os.path.join(workdir, f".write_test{os.getpid()}")
     try:
@@ -102,6 +136,16 @@ def prepare(workdir: str, cfg: Any) -> None:
         os.remove(probe)
     except OSError as e:
         raise PermissionError(f"cannot write to workdir {workdir}: {e.strerror or e}") from None
+
+
+def prepare(workdir: str, cfg: Any) -> None:
+    """Create or check a workdir before training.
+
+    Raises:
+      PermissionError: the workdir cannot be written.
+      RunMismatchError: it already holds a run of another config.
+    """
+    check_writable(workdir)
     path = os.path.join(workdir, "config.json")
     if os.path.exists(path):
         old = config_lib.from_dict(type(cfg), read_json(path))

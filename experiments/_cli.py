@@ -97,6 +97,7 @@ def run(exp: Experiment, settings: Settings) -> dict:
 def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
     """The whole entry point of an experiment script: parse, run, write WORKDIR/report.md,
     print the section's tables and verdicts."""
+    one_line_warnings()
     settings = settings_from(experiment_parser(exp.doc, exp.workdir, dict(exp.options)), [exp], argv)
     results = run(exp, settings)
     path = report.write(os.path.join(settings.workdir, "report.md"), [(".", exp.title, results["report"])],
@@ -104,6 +105,13 @@ def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
     print("\n".join(line for line in results["report"] if not line.startswith("![")))
     print(f"report: {path}")
     return results
+
+
+def one_line_warnings() -> None:
+    """Show warnings (a checkpoint set aside, a stale run) as one ``warning: ...`` line each."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
 
 
 def fail(message: str) -> None:

@@ -49,13 +49,11 @@ def main(argv=None) -> None:
         hist = runlog.read_metrics(d)
         res_path = os.path.join(d, "results.json")
         s = runlog.read_json(res_path) if os.path.exists(res_path) else {}
+        div = s.get("diverged_at")
         row = [d, str(s.get("final_step", "running")), _pct(s.get("final_test_accuracy")),
-               _pct(s.get("best_test_accuracy")), str(s.get("diverged_at") or "")]
+               _pct(s.get("best_test_accuracy")), "" if div is None else str(div)]
         if args.evaluate:
-            run = analysis.load_run(d)
-            row.append(_pct(analysis.evaluate(run)["accuracy"]))
-            if args.population_batches:
-                row.append(_pct(analysis.evaluate(run, population_batches=args.population_batches)["accuracy"]))
+            row += _reloaded(d, args.population_batches)
         rows.append(row)
         cfg = runlog.read_json(os.path.join(d, "config.json"))
         arms[d] = [stats.Run(d, cfg["seed"], None, hist, s)]
@@ -70,8 +68,21 @@ def main(argv=None) -> None:
         print(f"figure: {args.out}")
 
 
+def _reloaded(d: str, population_batches: int) -> list[str]:
+    """Test accuracy of the run's newest checkpoint (and with population statistics), or
+    why there is none."""
+    try:
+        run = analysis.load_run(d)
+    except (FileNotFoundError, ValueError) as e:
+        return [f"— ({e})"] + (["—"] if population_batches else [])
+    out = [_pct(analysis.evaluate(run)["accuracy"])]
+    if population_batches:
+        out.append(_pct(analysis.evaluate(run, population_batches=population_batches)["accuracy"]))
+    return out
+
+
 def _pct(v) -> str:
-    return "—" if v is None else f"{v * 100:.2f}"
+    return "—" if v is None or v != v else f"{v * 100:.2f}"
 
 
 if __name__ == "__main__":

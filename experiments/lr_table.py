@@ -78,9 +78,14 @@ def table_lines(t: dict) -> list[str]:
         ratio = f"{r['speedup_vs_baseline']:.1f}x" if r["speedup_vs_baseline"] else "—"
         rows.append([arm, f"{p_steps / 1e6:.1f}e6" if p_steps else "—", f"{p_acc}%" if p_acc else "—",
                      f"{base_paper / p_steps:.1f}x" if p_steps else "—", here,
-                     stats.fmt(*r["best_test_accuracy"]) + "%", ratio, stats.diverged_text(r["diverged_at"])])
+                     _pct(r["best_test_accuracy"]), ratio, stats.diverged_text(r["diverged_at"])])
     return [report.table(["arm", "paper: steps to 72.2%", "paper: max acc", "paper: speed-up",
                           "here: steps to target", "here: best acc", "here: speed-up", "diverged"], rows), ""]
+
+
+def _pct(mean_std: tuple[float, float]) -> str:
+    text = stats.fmt(*mean_std)
+    return "every seed diverged" if text == "—" else text + "%"
 
 
 def verdicts(r: dict) -> list[str]:

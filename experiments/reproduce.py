@@ -28,6 +28,7 @@ EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ab
 
 
 def main(argv=None) -> None:
+    _cli.one_line_warnings()
     p = _cli.experiment_parser(__doc__, "runs/reproduce")
     p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
     args = p.parse_args(argv)

@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> None:
+    _cli.one_line_warnings()
     p = parser()
     args = p.parse_args(argv)
     if args.seeds != 1:
