@@ -11,6 +11,9 @@ from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.loop import fit, fit_group, fit_many
 from bnjax.norm import BatchNorm, population_statistics, torch_momentum_to_flax
 from bnjax.renorm import BatchRenorm
+from bnjax.runlog import code_version
+
+code_version()  # fix the code version to the sources this process imported (see its docstring)
 
 __all__ = [
     "BatchNorm", "BatchRenorm", "LoadedRun", "evaluate", "load_run", "DataConfig", "ModelConfig", "OptimConfig",

@@ -51,7 +51,7 @@ def load_run(workdir: str, *, step: int | str = "latest") -> LoadedRun:
 
     Args:
       workdir: a run directory written by `bnjax.fit`.
-      step: ``"latest"`` (newest readable checkpoint), ``"best"`` (best test accuracy
+      step: ``"latest"`` (newest readable checkpoint), ``"best"`` (best validation accuracy
         among the kept checkpoints) or a step number.
     Returns:
       A `LoadedRun`.
@@ -86,11 +86,12 @@ def load_run(workdir: str, *, step: int | str = "latest") -> LoadedRun:
 
 
 def _best_step(workdir: str, steps: list[int]) -> int:
-    accs = {r["step"]: r["test_accuracy"] for r in runlog.read_metrics(workdir) if "test_accuracy" in r}
+    accs = {r["step"]: r["val_accuracy"] for r in runlog.read_metrics(workdir) if "val_accuracy" in r}
     kept = [s for s in steps if s in accs]
     if not kept:
-        raise FileNotFoundError(f"no kept checkpoint of {workdir} has a recorded test accuracy")
-    return max(kept, key=lambda s: accs[s])
+        raise FileNotFoundError(f"no kept checkpoint of {workdir} has a recorded validation accuracy "
+                                "(trained without a validation split?)")
+    return max(kept, key=lambda s: (accs[s], -s))
 
 
 def evaluate(run: LoadedRun, x: Any = None, y: Any = None, *, split: str = "test",
@@ -100,19 +101,19 @@ def evaluate(run: LoadedRun, x: Any = None, y: Any = None, *, split: str = "test
     Args:
       run: from `load_run`.
       x, y: arrays to evaluate on; by default the run's own data set, ``split``.
-      split: "test" or "train" when ``x`` is not given.
+      split: "test", "val" (the validation split) or "train" when ``x`` is not given.
       population_batches: if > 0, replace the running BN statistics by Algorithm 2's
         population statistics over this many training batches first.
       dataset: the run's data set, if already loaded.
     Returns:
       ``{"loss", "accuracy"}`` as floats.
     """
-    if split not in ("test", "train"):
-        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"split must be 'test', 'val' or 'train', got {split!r}")
     needs_data = x is None or population_batches
     ds = dataset if dataset is not None or not needs_data else load_dataset(run.config)
     if x is None:
-        x, y = (ds.x_test, ds.y_test) if split == "test" else (ds.x_train, ds.y_train)
+        x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
     variables = run.state.variables
     if population_batches:
         if not run.state.batch_stats:

@@ -1,6 +1,6 @@
 """Checkpoints of the whole `TrainState` with orbax-checkpoint's CheckpointManager.
 
-Keeps the last ``keep`` checkpoints plus the best one by a metric (test accuracy).
+Keeps the last ``keep`` checkpoints plus the best one by validation accuracy.
 
 * Saving is synchronous: a failing save (an unwritable directory, a full disk) raises a
   `CheckpointError` at once. orbax's asynchronous saving left non-daemon threads waiting
@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-BEST_METRIC = "test_accuracy"
+BEST_METRIC = "val_accuracy"  # selection never looks at the test split
 
 
 class CheckpointError(RuntimeError):
@@ -132,7 +132,7 @@ class Checkpoints:
         return moved
 
     def best_step(self) -> int | None:
-        """Step of the best checkpoint by ``test_accuracy`` (None if unknown)."""
+        """Step of the best checkpoint by validation accuracy (None if unknown)."""
         return self._mngr.best_step()
 
     def wait(self) -> None:

@@ -143,6 +143,8 @@ class DataConfig:
     eval_batch_size: int = 1000
     augment: str = ""
     image_size: int = 0
+    val_fraction: float = -1.0  # validation split: -1 auto (digits 20%, else 10%, >= min(1000, n/5)), 0 none
+    val_seed: int = 0  # the split's seed (fixed: the same split for every run)
 
     def __post_init__(self):
         from bnjax import data
@@ -154,6 +156,9 @@ class DataConfig:
         _positive("data.batch_size", self.batch_size)
         _positive("data.eval_batch_size", self.eval_batch_size)
         _positive("data.image_size", self.image_size, allow_zero=True)
+        if not (self.val_fraction == -1.0 or 0.0 <= self.val_fraction < 0.9):
+            raise ConfigError("data.val_fraction", f"must be -1 (auto), 0 (no split) or in (0, 0.9), got {self.val_fraction}")
+        _positive("data.val_seed", self.val_seed, allow_zero=True)
         try:
             augment.parse_pipeline(self.augment)
         except ValueError as e:

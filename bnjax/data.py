@@ -45,6 +45,9 @@ class Dataset:
     mean: np.ndarray
     std: np.ndarray
     fingerprint: dict = field(default_factory=dict)  # see `fingerprint`
+    x_val: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 1), np.float32))
+    y_val: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    split: dict = field(default_factory=dict)  # see `validation_split`
 
 
 def parse_source(source: str) -> tuple[str, str]:
@@ -65,8 +68,9 @@ def parse_source(source: str) -> tuple[str, str]:
     )
 
 
-def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: int | None = None) -> Dataset:
-    """Load a data source whole, normalised.
+def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: int | None = None,
+         val_fraction: float = -1.0, val_seed: int = 0) -> Dataset:
+    """Load a data source whole, normalised, with a validation split held out of training.
 
     Args:
       source: see module docstring.
@@ -74,8 +78,10 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
       image_size: if > 0, zero-pad images (centred) to this height and width.
       num_classes: expected number of classes; labels outside [0, num_classes) are an
         error. Defaults to the source's known count, or max label + 1.
+      val_fraction, val_seed: the validation split (`validation_split`); 0 keeps the
+        whole training set for training.
     Returns:
-      A `Dataset`.
+      A `Dataset`; its ``x_train`` excludes the validation examples.
     """
     kind, arg = parse_source(source)
     if kind == "digits":
@@ -86,21 +92,7 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
         xtr, ytr, xte, yte, scale = (*_idx(arg), 255.0)
     else:
         xtr, ytr, xte, yte, scale = (*_tfds(kind, data_dir), 255.0)
-    name = source
-    ytr, yte = _labels(ytr, source, "train"), _labels(yte, source, "test")
-    if len(xtr) == 0 or len(xte) == 0:
-        raise ValueError(f"data source {source!r}: empty {'training' if len(xtr) == 0 else 'test'} set")
-    if num_classes is None:
-        num_classes = NUM_CLASSES.get(kind, int(max(ytr.max(initial=0), yte.max(initial=0))) + 1)
-    for split, y in (("train", ytr), ("test", yte)):
-        bad = (y < 0) | (y >= num_classes)
-        if bad.any():
-            raise ValueError(
-                f"data source {source!r}: {int(bad.sum())} {split} labels outside [0, {num_classes}) "
-                f"(e.g. {int(y[bad][0])})"
-            )
-    if len(xtr) != len(ytr) or len(xte) != len(yte):
-        raise ValueError(f"data source {source!r}: images and labels differ in number")
+    ytr, yte, num_classes = _check_labels(source, kind, xtr, ytr, xte, yte, num_classes)
     print_ = fingerprint(source, image_size, (xtr, ytr, xte, yte))
     xtr, xte = _as_nhwc(xtr, source), _as_nhwc(xte, source)
     if xtr.shape[1:] != xte.shape[1:]:
@@ -116,13 +108,67 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
                              f"(first in image {int(np.argwhere(bad)[0][0])})")
     if image_size:
         xtr, xte = _pad_to(xtr, image_size, source), _pad_to(xte, image_size, source)
-    mean = xtr.mean(axis=(0, 1, 2))
+    train_idx, val_idx, split = validation_split(ytr, val_fraction, val_seed, default=0.2 if kind == "digits" else 0.1)
+    xva, yva, xtr, ytr = xtr[val_idx], ytr[val_idx], xtr[train_idx], ytr[train_idx]
+    mean = xtr.mean(axis=(0, 1, 2))  # statistics of the examples trained on
     std = xtr.std(axis=(0, 1, 2)) + 1e-8
     return Dataset(
-        name=name, x_train=(xtr - mean) / std, y_train=ytr.astype(np.int32),
+        name=source, x_train=(xtr - mean) / std, y_train=ytr.astype(np.int32),
         x_test=(xte - mean) / std, y_test=yte.astype(np.int32),
         num_classes=num_classes, mean=mean, std=std, fingerprint=print_,
+        x_val=(xva - mean) / std, y_val=yva.astype(np.int32), split=split,
     )
+
+
+def validation_split(y: np.ndarray, fraction: float, seed: int, *, default: float = 0.1
+                     ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Indices of the training and validation examples: a random subset of the training
+    set, stratified by class (so a training set stored sorted by class still gives a
+    representative split), drawn with ``seed`` (scikit-learn's ``train_test_split``).
+
+    ``fraction`` -1 means the default: ``default`` of the set (bnjax: 20% for digits,
+    10% otherwise) and at least min(1,000, n / 5) examples; 0 means no split.
+
+    Returns:
+      ``(train indices, validation indices, description)``, both sorted; the
+      description (fraction, sizes, seed, a checksum of the validation indices) goes
+      into the run's meta.json.
+    """
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    if fraction == 0:
+        return np.arange(n), np.zeros(0, np.int64), {"val_fraction": 0.0, "n_train": n, "n_val": 0}
+    n_val = round((default if fraction < 0 else fraction) * n)
+    if fraction < 0:
+        n_val = max(n_val, min(1000, n // 5))
+    classes, counts = np.unique(y, return_counts=True)
+    if not 0 < n_val < n:
+        raise ValueError(f"a validation split of {n_val} of {n} training examples leaves nothing to train or validate on")
+    stratify = y if counts.min() >= 2 and len(classes) <= n_val <= n - len(classes) else None
+    train, val = train_test_split(np.arange(n), test_size=n_val, random_state=seed, stratify=stratify)
+    val = np.sort(val)
+    desc = {"val_fraction": round(n_val / n, 6), "n_train": n - n_val, "n_val": n_val, "seed": seed,
+            "stratified": stratify is not None,
+            "val_indices_checksum": hashlib.blake2b(val.astype(np.int64).tobytes(), digest_size=8).hexdigest()}
+    return np.sort(train), val, desc
+
+
+def _check_labels(source, kind, xtr, ytr, xte, yte, num_classes):
+    """Integer labels within [0, num_classes), one per image, non-empty splits."""
+    ytr, yte = _labels(ytr, source, "train"), _labels(yte, source, "test")
+    if len(xtr) == 0 or len(xte) == 0:
+        raise ValueError(f"data source {source!r}: empty {'training' if len(xtr) == 0 else 'test'} set")
+    if num_classes is None:
+        num_classes = NUM_CLASSES.get(kind, int(max(ytr.max(initial=0), yte.max(initial=0))) + 1)
+    for split, y in (("train", ytr), ("test", yte)):
+        bad = (y < 0) | (y >= num_classes)
+        if bad.any():
+            raise ValueError(f"data source {source!r}: {int(bad.sum())} {split} labels outside [0, {num_classes}) "
+                             f"(e.g. {int(y[bad][0])})")
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise ValueError(f"data source {source!r}: images and labels differ in number")
+    return ytr, yte, num_classes
 
 
 def fingerprint(source: str, image_size: int, arrays: tuple[np.ndarray, ...]) -> dict:
@@ -267,4 +313,4 @@ def epoch_batches(key: jax.Array, epoch: jax.Array, n: int, batch_size: int) -> 
 
 def to_device(ds: Dataset) -> dict[str, jax.Array]:
     """The arrays of a dataset as device arrays (placed once, reused by every step)."""
-    return {k: jnp.asarray(getattr(ds, k)) for k in ("x_train", "y_train", "x_test", "y_test")}
+    return {k: jnp.asarray(getattr(ds, k)) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}

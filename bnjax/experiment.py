@@ -29,7 +29,7 @@ class Settings:
       workdir: the experiment's output directory.
       data: data source (`bnjax.data.parse_source`).
       quick: short schedules (the offline quick suite).
-      seeds: seeds per arm (seeds 0 .. seeds-1).
+      seeds: seeds per arm (seeds 0 .. seeds-1); None: `default_seeds` of each arm.
       steps: if set, every arm trains this many steps (smoke tests).
       runs, stale: `bnjax.pool.run_arms`'s modes.
       progress: progress bars.
@@ -41,7 +41,7 @@ class Settings:
     workdir: str
     data: str
     quick: bool = False
-    seeds: int = 3
+    seeds: int | None = None
     steps: int | None = None
     runs: str = "auto"
     stale: str = "retrain"
@@ -51,7 +51,7 @@ class Settings:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        if self.seeds < 1:
+        if self.seeds is not None and self.seeds < 1:
             raise ConfigError("seeds", f"must be >= 1, got {self.seeds}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError("steps", f"must be >= 1, got {self.steps}")
@@ -104,6 +104,12 @@ def build_arms(exp: Experiment, settings: Settings) -> dict[str, TrainConfig]:
     return arms
 
 
+def default_seeds(cfg: TrainConfig) -> int:
+    """Seeds per arm by default: 5 for the cheap MLP arms (seconds per run), 3 for the
+    ConvNet arms (minutes per run on 2 CPU cores)."""
+    return 5 if cfg.model.arch == "mlp" else 3
+
+
 def run_experiment(exp: Experiment, settings: Settings) -> dict:
     """Train the experiment's arms through the pool and analyse them; writes and returns
     ``WORKDIR/results.json`` (the analysis, the run directories it used and the wall
@@ -111,7 +117,8 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     arms = build_arms(exp, settings)
     os.makedirs(settings.workdir, exist_ok=True)
     timing: dict = {}
-    runs = pool_lib.run_arms(arms, range(settings.seeds), settings.pool or os.path.join(settings.workdir, "runs"),
+    seeds = {arm: range(settings.seeds or default_seeds(cfg)) for arm, cfg in arms.items()}
+    runs = pool_lib.run_arms(arms, seeds, settings.pool or os.path.join(settings.workdir, "runs"),
                              runs=settings.runs, stale=settings.stale, progress=settings.progress,
                              steps=settings.steps, timing=timing)
     results = exp.analyze(runs, settings.workdir, settings)

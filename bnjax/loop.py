@@ -131,7 +131,8 @@ def fit_many(cfg: TrainConfig, seeds: Sequence[int], *, lr_multipliers: Sequence
 def load_dataset(cfg: TrainConfig) -> data_lib.Dataset:
     """The data set a config names, checked against the model's class count."""
     return data_lib.load(cfg.data.source, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                         num_classes=cfg.model.num_classes)
+                         num_classes=cfg.model.num_classes, val_fraction=cfg.data.val_fraction,
+                         val_seed=cfg.data.val_seed)
 
 
 def boundaries(cfg: TrainConfig) -> list[int]:
@@ -217,7 +218,7 @@ def _record_meta(records: list[RunRecord], ds: data_lib.Dataset, dev: dict, runs
     k = len(records)
     for rec in records:
         if rec.workdir:
-            runlog.update_meta(rec.workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name,
+            runlog.update_meta(rec.workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name, split=ds.split,
                                data_fingerprint=ds.fingerprint, code_version=runlog.code_version(),
                                runs=runs or ("together" if k > 1 else "sequential"), group_size=k)
 

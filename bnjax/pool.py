@@ -109,14 +109,15 @@ class _Cell:
     rdir: str
 
 
-def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *, runs: str = "sequential",
+def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
+             runs: str = "sequential",
              stale: str = "retrain", progress: bool = True, steps: int | None = None,
              timing: dict | None = None) -> dict[str, list[Run]]:
     """Train every arm with every seed in the pool; finished runs that match are read back.
 
     Args:
       arms: arm name -> config (its ``seed`` is replaced by each of ``seeds``).
-      seeds: the seeds.
+      seeds: the seeds, or arm name -> its seeds.
       pool: directory of runs, shared between experiments.
       runs: "together" (runs whose configs differ only along `bnjax.programs.RUN_AXES`
         train in one compiled program), "sequential" (one after another) or "auto"
@@ -134,7 +135,8 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int], pool: str, *
     if stale not in STALE_POLICIES:
         raise ValueError(f"unknown stale policy {stale!r}; choose from {STALE_POLICIES}")
     mode = resolve_runs(runs)
-    cells = [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, seeds, steps)]
+    per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
+    cells = [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
     datasets = _datasets(cells)
     done, todo = _sort_out(cells, datasets, stale)
     groups: dict = {}
@@ -174,7 +176,8 @@ def _seeded(base: TrainConfig, seeds: Sequence[int], steps: int | None) -> list[
 
 
 def _data_key(cfg: TrainConfig) -> tuple:
-    return cfg.data.source, cfg.data.data_dir, cfg.data.image_size, cfg.model.num_classes
+    d = cfg.data
+    return d.source, d.data_dir, d.image_size, cfg.model.num_classes, d.val_fraction, d.val_seed
 
 
 def _datasets(cells: list[_Cell]) -> dict[tuple, data_lib.Dataset]:

@@ -86,7 +86,7 @@ class RunRecord:
         self.log({"step": step, "diverged_at": at})
 
     def save(self, step: int, state: TrainState, *, interrupted: bool = False, partial: dict | None = None) -> None:
-        """Checkpoint ``state``, ranked by its test accuracy when it was evaluated at this
+        """Checkpoint ``state``, ranked by its validation accuracy when it was evaluated at this
         step and by -1 otherwise (a checkpoint between evaluations, or on Ctrl-C), so a
         state never inherits an earlier evaluation's rank. ``partial``: the per-step
         training metrics since the last evaluation, kept beside the checkpoint (exactly:
@@ -98,7 +98,7 @@ class RunRecord:
             parts[str(step)] = {k: [float(v) for v in partial[k]] for k in ("loss", "accuracy")}
             runlog.write_json(os.path.join(self.workdir, PARTIAL), parts)
         last = self.history[-1] if self.history else {}
-        metric = last["test_accuracy"] if last.get("step") == step and "test_accuracy" in last else -1.0
+        metric = last["val_accuracy"] if last.get("step") == step and "val_accuracy" in last else -1.0
         self.store.save(step, state, {BEST_METRIC: metric})
 
     def wait(self) -> None:
@@ -130,37 +130,42 @@ def evaluation_record(cfg: TrainConfig, model: Any, state: TrainState, dev: dict
                       losses: np.ndarray, accs: np.ndarray, elapsed: float) -> dict:
     """One line of ``metrics.jsonl``: the training loss and accuracy averaged over the
     ``train_steps`` steps since the last evaluation (carried over a resume when the
-    checkpoint kept them), test loss and accuracy, probe percentiles."""
-    test = evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=cfg.data.eval_batch_size)
+    checkpoint kept them), validation (when there is a split) and test loss and
+    accuracy, probe percentiles."""
+    bs = cfg.data.eval_batch_size
+    splits = {"test": evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=bs)}
+    if dev["x_val"].shape[0]:
+        splits["val"] = evaluate(model, state.variables, dev["x_val"], dev["y_val"], batch_size=bs)
     probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS)
-    out = fetch({"test": test, "probes": probes})
-    return {
-        "step": step,
-        "train_loss": float(losses.mean()),
-        "train_accuracy": float(accs.mean()),
-        "train_steps": int(losses.size),
-        "test_loss": out["test"]["loss"],
-        "test_accuracy": out["test"]["accuracy"],
-        "probes": out["probes"],
-        "probe_qs": list(PROBE_QS),
-        "elapsed_s": round(elapsed, 3),
-    }
+    out = fetch({"splits": splits, "probes": probes})
+    rec = {"step": step, "train_loss": float(losses.mean()), "train_accuracy": float(accs.mean()),
+           "train_steps": int(losses.size)}
+    for split, m in out["splits"].items():
+        rec[f"{split}_loss"], rec[f"{split}_accuracy"] = m["loss"], m["accuracy"]
+    return {**rec, "probes": out["probes"], "probe_qs": list(PROBE_QS), "elapsed_s": round(elapsed, 3)}
 
 
 def summary(rec: RunRecord, group_size: int) -> dict:
-    """``results.json`` of a run: final and best test accuracy, divergence, and the run's
-    share of the training time (``train_seconds``) in a group of ``group_size``."""
+    """``results.json`` of a run: the final evaluation, the evaluation selected by
+    validation accuracy (``best_step``, the first maximum; the final one when there is no
+    validation split: nothing is ever selected on the test split) with its test accuracy,
+    divergence, and the run's share of the training time (``train_seconds``) in a group
+    of ``group_size``."""
     evals = [r for r in rec.history if "test_accuracy" in r]
-    best = max(evals, key=lambda r: r["test_accuracy"]) if evals else None
+    final = evals[-1] if evals else {}
+    best = max(evals, key=lambda r: r.get("val_accuracy", -1.0)) if evals and "val_accuracy" in final else final
+    nan = math.nan
     return {
         "steps": rec.cfg.steps,
         "seed": rec.cfg.seed,
         "diverged_at": rec.diverged_at,
-        "final_step": evals[-1]["step"] if evals else 0,
-        "final_test_accuracy": evals[-1]["test_accuracy"] if evals else math.nan,
-        "final_train_loss": evals[-1]["train_loss"] if evals else math.nan,
-        "best_test_accuracy": best["test_accuracy"] if best else math.nan,
-        "best_step": best["step"] if best else None,
+        "final_step": final.get("step", 0),
+        "final_test_accuracy": final.get("test_accuracy", nan),
+        "final_val_accuracy": final.get("val_accuracy", nan),
+        "final_train_loss": final.get("train_loss", nan),
+        "best_step": best.get("step"),
+        "best_val_accuracy": best.get("val_accuracy", nan),
+        "test_accuracy_at_best": best.get("test_accuracy", nan),
         "train_seconds": round(rec.seconds, 3),
         "group_size": group_size,
     }

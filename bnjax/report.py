@@ -19,11 +19,13 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def arms_table(arms: Mapping[str, Mapping]) -> str:
-    """Final and best test accuracy, final training loss and divergence of each arm
-    (the per-arm summaries of `bnjax.stats.summarize`)."""
-    rows = [[arm, fmt(*a["final_test_accuracy"]), fmt(*a["best_test_accuracy"]),
+    """Final test accuracy, test accuracy at the validation-selected evaluation, final
+    training loss and divergence of each arm, mean ± std over n seeds (the per-arm
+    summaries of `bnjax.stats.summarize`)."""
+    rows = [[arm, str(len(a["seeds"])), fmt(*a["final_test_accuracy"]), fmt(*a["selected_test_accuracy"]),
              fmt(*a["final_train_loss"], pct=False), diverged_text(a["diverged_at"])] for arm, a in arms.items()]
-    return table(["arm", "final test accuracy %", "best test accuracy %", "final training loss", "diverged"], rows)
+    return table(["arm", "n", "final test accuracy %", "test accuracy % at best validation step",
+                  "final training loss", "diverged"], rows)
 
 
 def relink(line: str, sub: str) -> str:

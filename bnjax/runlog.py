@@ -8,6 +8,7 @@ leaves half a JSON file behind.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -90,11 +91,13 @@ def versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
     """The version of the code that makes a run's numbers: the package version and a
     SHA-256 over the sources of every module of the ``bnjax`` package (names and bytes,
     in name order). Any edit to ``bnjax/`` changes it; edits elsewhere (experiments,
-    tests, docs) do not. Computed from the files each call (a few ms)."""
+    tests, docs) do not. Read once per process (`bnjax/__init__` asks at import), so an
+    edit made while a process runs is not credited to the code it had loaded."""
     import hashlib
     import importlib.metadata as md
 
@@ -108,6 +111,23 @@ def code_version() -> dict[str, str]:
     except md.PackageNotFoundError:
         version = "source"
     return {"package": version, "sources": h.hexdigest()[:16]}
+
+
+def git_state() -> dict:
+    """``{"commit": sha or "unknown", "modified": [tracked files changed against it]}`` of
+    the checkout this package lives in."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        st = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=top or here,
+                            capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "modified": []}
+    if rev.returncode != 0:
+        return {"commit": "unknown", "modified": []}
+    return {"commit": rev.stdout.strip(), "modified": sorted(line[3:] for line in st.stdout.splitlines())}
 
 
 def git_revision() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from bnjax import config as config_lib
 from bnjax import pool as pool_lib
-from bnjax import report
+from bnjax import report, stats
 from bnjax.config import ConfigError, TrainConfig
 from bnjax.experiment import Experiment, Settings, build_arms, run_experiment
 
@@ -50,7 +50,7 @@ def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> ar
     p.add_argument("--workdir", default=workdir, help=f"output directory (default: {workdir})")
     p.add_argument("--data", default=None, help=f"{DATA_HELP} (default: mnist; digits with --quick)")
     p.add_argument("--quick", action="store_true", help="short schedules (offline digits unless --data)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default: 3)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: 5 for MLP arms, 3 for ConvNet arms)")
     p.add_argument("--steps", type=int, default=None, help="override every arm's training steps (smoke tests)")
     p.add_argument("--runs", choices=pool_lib.RUNS_MODES, default="auto",
                    help="together: runs differing only in seed, learning-rate multiplier, weight decay or init "
@@ -101,7 +101,8 @@ def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
     settings = settings_from(experiment_parser(exp.doc, exp.workdir, dict(exp.options)), [exp], argv)
     results = run(exp, settings)
     path = report.write(os.path.join(settings.workdir, "report.md"), [(".", exp.title, results["report"])],
-                        header=[f"# bnjax: {exp.title}", "", f"Data: `{settings.data}`; {settings.seeds} seeds per arm."])
+                        header=[f"# bnjax: {exp.title}", "", f"Data: `{settings.data}`; seeds per arm: "
+                                f"{settings.seeds or '5 (MLP arms) or 3 (ConvNet arms)'}.", "", stats.RULES])
     print("\n".join(line for line in results["report"] if not line.startswith("![")))
     print(f"report: {path}")
     return results

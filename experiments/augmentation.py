@@ -50,7 +50,8 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
              "![augmentation curves](augmentation.png)", "", report.arms_table(a), ""]
     for arm in PIPELINES:
         if arm != "none":
-            lines.append("- " + stats.verdict(a[arm]["final_test_accuracy"], a["none"]["final_test_accuracy"],
+            lines.append("- " + stats.compare(a[arm]["per_seed"]["final_test_accuracy"],
+                                              a["none"]["per_seed"]["final_test_accuracy"],
                                               claim=f"{arm} improves test accuracy over no augmentation"))
     lines.append("- Digits are not symmetric: a flip turns some digits into others or into no digit, "
                  "so flips are expected to hurt here; they are label-preserving on natural images (CIFAR).")

@@ -32,11 +32,12 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     plots.curves_figure(conv, os.path.join(workdir, "normalization.png"),
                         title=f"ConvNet with and without batch normalisation ({s.data})")
     lines = ["![with and without BN](normalization.png)", "", report.arms_table(a), ""]
-    w, wo = a["with BN"]["curves"], a["without BN"]["curves"]
-    above = sum(x > y for x, y in zip(w["test_accuracy"][0], wo["test_accuracy"][0], strict=False))
-    lines.append(f"- Test accuracy with BN is above the plain network at {above} of "
+    w, wo = a["with BN"]["curves"]["test_accuracy"], a["without BN"]["curves"]["test_accuracy"]
+    above = sum(x > y for x, y in zip(w["mean"], wo["mean"], strict=False))
+    lines.append(f"- Mean test accuracy with BN is above the plain network's at {above} of "
                  f"{min(len(w['steps']), len(wo['steps']))} evaluations.")
-    lines.append("- " + stats.verdict(a["with BN"]["final_test_accuracy"], a["without BN"]["final_test_accuracy"],
+    lines.append("- " + stats.compare(a["with BN"]["per_seed"]["final_test_accuracy"],
+                                      a["without BN"]["per_seed"]["final_test_accuracy"],
                                       claim="BN gives the higher final test accuracy"))
     f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)}, workdir)
     lines += ["", "### Figure 1 of the BN paper", ""] + fig1_mnist.section(f1)

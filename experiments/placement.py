@@ -57,12 +57,11 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
              "`z = g(BN(Wu))`) and after it (B). Same optimiser and schedule for every arm.", ""]
     lines += [f"![{net}]({f})" for net, f in figures.items()] + ["", report.arms_table(a), ""]
     for net in NETS:
-        lines.append("- " + stats.verdict(a[f"{net} BN before (A)"]["final_test_accuracy"],
-                                          a[f"{net} no BN"]["final_test_accuracy"],
+        acc = {k: a[f"{net} {k}"]["per_seed"]["final_test_accuracy"] for k in ("no BN", "BN before (A)", "BN after (B)")}
+        lines.append("- " + stats.compare(acc["BN before (A)"], acc["no BN"],
                                           claim=f"BN before the nonlinearity raises the {net}'s final test accuracy "
                                                 "over no BN"))
-        lines.append("- " + stats.verdict(a[f"{net} BN before (A)"]["final_test_accuracy"],
-                                          a[f"{net} BN after (B)"]["final_test_accuracy"],
+        lines.append("- " + stats.compare(acc["BN before (A)"], acc["BN after (B)"],
                                           claim=f"for the {net}, placement A ends above placement B"))
     return {"figures": figures, "arms": a, "report": lines}
 

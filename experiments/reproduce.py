@@ -4,7 +4,8 @@
     python -m experiments.reproduce --data mnist --workdir runs/full          # real MNIST
 
 Runs placement, the BN paper's learning-rate table, the ablation, with/without
-normalisation (with Figure 1) and augmentation, 3 seeds per arm, sharing one pool of
+normalisation (with Figure 1) and augmentation, 5 seeds per MLP arm and 3 per ConvNet arm
+(--seeds N: N for every arm), sharing one pool of
 runs (WORKDIR/runs) so an arm used by two experiments trains once. An interrupted run
 continues where it stopped: finished runs whose config, data and code match are read
 back. Config overrides (--SECTION.FIELD VALUE) apply to every arm of every experiment.
@@ -15,24 +16,28 @@ paper's number.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shlex
 import sys
 import time
 
-from bnjax import report, runlog
-from experiments import _cli, ablation, augmentation, lr_table, normalization, placement
+from bnjax import report, runlog, stats
+from experiments import _cli, ablation, augmentation, batch_size, lr_table, normalization, placement
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
-                                   normalization.EXPERIMENT, augmentation.EXPERIMENT)}
+                                   normalization.EXPERIMENT, augmentation.EXPERIMENT, batch_size.EXPERIMENT)}
+DEFAULT = ("placement", "lr_table", "ablation", "normalization", "augmentation")  # batch_size: ask with --only
 
 
 def main(argv=None) -> None:
     _cli.one_line_warnings()
     p = _cli.experiment_parser(__doc__, "runs/reproduce")
-    p.add_argument("--only", default=None, help=f"comma-separated subset of {', '.join(EXPERIMENTS)}")
+    p.add_argument("--only", default=None, help=f"comma-separated experiments, of {', '.join(EXPERIMENTS)} "
+                                                f"(default: {', '.join(DEFAULT)})")
+    p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
     args = p.parse_args(argv)
-    names = list(EXPERIMENTS) if args.only is None else [n.strip() for n in args.only.split(",")]
+    names = list(DEFAULT) if args.only is None else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
@@ -57,21 +62,30 @@ def main(argv=None) -> None:
 
 def _header(settings, argv, results: dict, seconds: dict, total: float) -> list[str]:
     run_dirs = sorted({d for r in results.values() for d in r["run_dirs"]})
-    train_s = sum(runlog.read_json(os.path.join(d, "results.json"))["train_seconds"] for d in run_dirs)
-    wall_s = sum(r["train_wall_s"] for r in results.values())
-    versions = runlog.versions()
+    summaries = [runlog.read_json(os.path.join(d, "results.json")) for d in run_dirs]
+    metas = [runlog.read_json(os.path.join(d, "meta.json")) for d in run_dirs]
+    train_s, wall_s = sum(s["train_seconds"] for s in summaries), sum(r["train_wall_s"] for r in results.values())
+    versions, git, code = runlog.versions(), runlog.git_state(), runlog.code_version()
+    tree = "clean tree" if not git["modified"] else "modified files: " + ", ".join(git["modified"])
+    other = [d for d, m in zip(run_dirs, metas, strict=True) if m.get("code_version") != code]
+    prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
+    fp = ", ".join(f"`{json.loads(p)['source']}` checksum `{json.loads(p)['checksum']}`" for p in prints if p != "null")
     command = shlex.join(["python", "-m", "experiments.reproduce", *(sys.argv[1:] if argv is None else argv)])
+    seeds = settings.seeds or "5 per MLP arm and 3 per ConvNet arm"
     return [
         "# bnjax reproduction report", "",
         f"Command: `{command}`", "",
-        f"Data: `{settings.data}`{' (quick mode: short schedules)' if settings.quick else ''}; {settings.seeds} seeds "
-        f"per arm; tables give mean ± std over seeds. Wall time of this invocation {total / 60:.1f} min "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}; runs finished by an earlier invocation "
-        f"are read back, not retrained). {len(run_dirs)} runs; their recorded training times (including "
-        f"evaluations; a group's time shared among its runs) add up to {train_s / 60:.2f} min; this invocation "
-        f"spent {wall_s / 60:.2f} min (wall) in training calls.",
-        f"jax {versions['jax']}, flax {versions['flax']}, optax {versions['optax']}; git {runlog.git_revision()}; "
-        f"bnjax sources {runlog.code_version()['sources']}.",
+        f"Code: commit `{git['commit'][:12]}` ({tree}); bnjax sources `{code['sources']}`"
+        + (f"; {len(other)} runs made by other code: " + ", ".join(other) if other else
+           f"; all {len(run_dirs)} runs were made by this code") + ".",
+        f"Data: {fp}{' (quick mode: short schedules)' if settings.quick else ''}; seeds: {seeds}; tables give "
+        "mean ± std over seeds (n per arm in the tables).",
+        f"Time: this invocation {total / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
+        f"{len(run_dirs)} runs, whose recorded training times (including evaluations; a group's time shared among "
+        f"its runs) add up to {train_s / 60:.2f} min; this invocation spent {wall_s / 60:.2f} min (wall) training "
+        "(runs finished by an earlier invocation are read back, not retrained).",
+        f"jax {versions['jax']}, flax {versions['flax']}, optax {versions['optax']}.", "",
+        f"How to read it: {stats.RULES}",
     ]
 
 

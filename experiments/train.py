@@ -74,8 +74,9 @@ def main(argv=None) -> None:
         return
     if s["diverged_at"] is not None:
         print(f"diverged at step {s['diverged_at']} (non-finite training loss)")
-    print(f"final test accuracy {s['final_test_accuracy'] * 100:.2f}% at step {s['final_step']}, "
-          f"best {s['best_test_accuracy'] * 100:.2f}% at step {s['best_step']}; run in {args.workdir}")
+    print(f"final test accuracy {s['final_test_accuracy'] * 100:.2f}% at step {s['final_step']}; "
+          f"selected by validation accuracy ({s['best_val_accuracy'] * 100:.2f}%): step {s['best_step']}, "
+          f"test accuracy {s['test_accuracy_at_best'] * 100:.2f}%; run in {args.workdir}")
 
 
 if __name__ == "__main__":

@@ -111,12 +111,27 @@ def test_probes_match_numpy_percentiles_of_the_same_activations():
 
 @pytest.mark.parametrize("norm", ["layer", "group", "ghost", "renorm"])
 def test_other_normalisers_train_as_arms(norm):
+    """Each normaliser, plugged into the ConvNet by config, normalises what it should at
+    initialisation (checked in numpy on its captured output: per example for LayerNorm,
+    per example and group of 4 channels for GroupNorm, per virtual batch of 8 and channel
+    for Ghost BN, per batch and channel for Batch Renorm in its warm-up), and trains."""
     cfg = TrainConfig(model=ModelConfig(arch="convnet", channels=(8, 8), dense=32, norm=norm, activation="relu",
-                                        virtual_batch_size=8),
+                                        virtual_batch_size=8, groups=2),
                       optim=OptimConfig(name="adam", learning_rate=3e-3),
                       data=DataConfig(source="digits", batch_size=32), steps=150, eval_every=150)
+    model = build_model(dataclasses.replace(cfg.model, conv_impl="xla"))
+    x = jax.random.normal(jax.random.PRNGKey(0), (32, 8, 8, 1)) * 2 + 1
+    v = model.init(jax.random.PRNGKey(1), x, False)
+    _, st = model.apply(v, x, True, mutable=["batch_stats", "intermediates"],
+                        capture_intermediates=lambda mdl, _: mdl.name == "norm" and mdl.parent.name == "norm")
+    y = np.asarray(jax.tree.leaves(st["intermediates"])[0], np.float64)  # the first block's normaliser, (32, 8, 8, 8)
+    groups = {"layer": y.reshape(32, -1)[:, None], "group": y.reshape(32, -1, 2, 4).transpose(0, 2, 1, 3)
+              .reshape(32, 2, -1), "ghost": y.reshape(4, 8, -1, 8).transpose(0, 3, 1, 2).reshape(4, 8, -1),
+              "renorm": y.reshape(-1, 8).T[None]}[norm]
+    np.testing.assert_allclose(groups.mean(-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(groups.var(-1), 1.0, atol=2e-3)
     res = fit(cfg, progress=False)
-    assert res.summary["final_test_accuracy"] > 0.6
+    assert res.summary["final_test_accuracy"] > 0.75  # chance is 0.10; seeds 0-1 reached 0.79-0.90
     assert ("batch_stats" in res.state.variables) == (norm in ("ghost", "renorm"))
 
 

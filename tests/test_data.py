@@ -20,8 +20,8 @@ def _write_idx(path, arr, gz):
 
 
 def test_digits_is_real_and_normalised():
-    ds = data.load("digits")
-    assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (360, 8, 8, 1)
+    ds = data.load("digits", val_fraction=0)
+    assert ds.x_train.shape == (1437, 8, 8, 1) and ds.x_test.shape == (360, 8, 8, 1) and len(ds.y_val) == 0
     assert ds.x_train.dtype == np.float32 and set(np.unique(ds.y_train)) == set(range(10))
     np.testing.assert_allclose(ds.x_train.mean(), 0.0, atol=1e-5)
     np.testing.assert_allclose(ds.x_train.std(), 1.0, atol=1e-4)
@@ -38,7 +38,7 @@ def test_idx_reader_round_trip(tmp_path, gz):
         _write_idx(tmp_path / f"{pre}-images-idx3-ubyte{suffix}", x, gz)
         _write_idx(tmp_path / f"{pre}-labels-idx1-ubyte{suffix}", y, gz)
         arrays[pre] = (x, y)
-    ds = data.load(f"idx:{tmp_path}")
+    ds = data.load(f"idx:{tmp_path}", val_fraction=0)
     np.testing.assert_array_equal(ds.y_train, arrays["train"][1])
     raw = ds.x_train[..., 0] * ds.std + ds.mean
     np.testing.assert_allclose(raw * 255, arrays["train"][0], atol=1e-3)
@@ -49,13 +49,13 @@ def test_npz_and_padding(tmp_path):
     path = tmp_path / "d.npz"
     np.savez(path, x_train=rng.integers(0, 256, (20, 28, 28), dtype=np.uint8), y_train=np.arange(20) % 10,
              x_test=rng.integers(0, 256, (5, 28, 28), dtype=np.uint8), y_test=np.arange(5))
-    ds = data.load(f"npz:{path}", image_size=32)
+    ds = data.load(f"npz:{path}", image_size=32, val_fraction=0)
     assert ds.x_train.shape == (20, 32, 32, 1)
 
 
 def test_tfds_source_through_mock_data():
     with tfds.testing.mock_data(num_examples=16):
-        ds = data.load("mnist")
+        ds = data.load("mnist", val_fraction=0)
     assert ds.x_train.shape == (16, 28, 28, 1) and ds.y_train.shape == (16,)
     assert ds.y_train.min() >= 0 and ds.y_train.max() < 10
 
@@ -121,3 +121,31 @@ def test_tfds_preparation_from_files_written_here(tmp_path):
         else:
             ds = data.load("mnist", data_dir=str(tmp_path / "tfds"))
             assert sorted(ds.y_train.tolist()) == sorted(labels["train"].tolist())
+
+
+def test_validation_split_is_stratified_disjoint_fixed_and_never_trained_on(tmp_path):
+    """A training set stored sorted by class (as some npz exports are) still gives a
+    split with every class in its share; train and validation are disjoint and together
+    the whole training set; the split depends only on its seed."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(10), [300, 200, 100, 400, 250, 250, 150, 350, 500, 500])  # 3,000, sorted by class
+    x = rng.integers(0, 256, (len(y), 6, 6), dtype=np.uint8)
+    x[:, 0, 0] = np.arange(len(y)) % 256  # make rows identifiable
+    x[:, 0, 1] = np.arange(len(y)) // 256
+    np.savez(tmp_path / "s.npz", x_train=x, y_train=y, x_test=x[:10], y_test=y[:10])
+    ds = data.load(f"npz:{tmp_path / 's.npz'}")
+    assert ds.split["n_val"] == 600 and len(ds.y_val) == 600 and len(ds.y_train) == 2400  # 10% < min(1000, n/5)
+    np.testing.assert_allclose(np.bincount(ds.y_val, minlength=10) / 600, np.bincount(y) / len(y), atol=2e-3)
+
+    def ids(xs):
+        raw = np.rint((xs[..., 0] * ds.std + ds.mean) * 255).astype(int)
+        return set((raw[:, 0, 0] + 256 * raw[:, 0, 1]).tolist())
+
+    assert ids(ds.x_train).isdisjoint(ids(ds.x_val)) and ids(ds.x_train) | ids(ds.x_val) == set(range(len(y)))
+    again = data.load(f"npz:{tmp_path / 's.npz'}")
+    other = data.load(f"npz:{tmp_path / 's.npz'}", val_seed=1)
+    assert ids(again.x_val) == ids(ds.x_val) and ids(other.x_val) != ids(ds.x_val)
+    assert data.load(f"npz:{tmp_path / 's.npz'}", val_fraction=0.5).split["n_val"] == 1500
+    np.testing.assert_allclose(ds.x_train.mean(), 0.0, atol=1e-4)  # standardised with the training part only
+    digits = data.load("digits")
+    assert (len(digits.y_train), len(digits.y_val)) == (1150, 287)  # digits: 20%

@@ -2,7 +2,9 @@
 steps writes the complete report, its figures exist, and a run reloads from its checkpoint."""
 
 import glob
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,8 +26,17 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     for rel in [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert os.path.getsize(os.path.join(wd, rel)) > 10_000, rel  # every figure exists and is non-trivial
     assert "13.3e6" in report and "74.8%" in report  # the paper's table is quoted
+    verdicts = [line for line in report.splitlines() if line.startswith("- **")]
+    assert len(verdicts) >= 20
+    for line in verdicts:  # every verdict states its statistic and one of three words
+        assert re.match(r"- \*\*(Supported|Contradicted|Inconclusive)\*\*: ", line), line
+        assert "95% CI" in line or "seeds diverged" in line or "no seed reached" in line, line
+    assert "seeds reached" in report or "/1 seeds" in report  # steps to target per seed
+    assert "Command: `python -m experiments.reproduce --quick" in report and "Code: commit" in report
     runs = glob.glob(os.path.join(wd, "runs", "*", "seed_0"))
     assert len(runs) >= 20  # arms shared between experiments are trained once
+    records = [json.loads(line) for line in open(os.path.join(runs[0], "metrics.jsonl"))]
+    assert all("val_accuracy" in r and "val_loss" in r for r in records)
     run = bnjax.load_run(runs[0])
     assert run.step == 3
     acc = bnjax.evaluate(run)["accuracy"]

@@ -128,7 +128,7 @@ def test_bit_flipped_checkpoint_is_not_restored_silently(tmp_path):
 def test_checksums_detect_an_array_that_changed_after_saving(tmp_path):
     store = Checkpoints(str(tmp_path / "c"))
     state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, np.float32)}
-    store.save(1, state, {"test_accuracy": 0.5})
+    store.save(1, state, {"val_accuracy": 0.5})
     assert _equal(store.restore(1, state), state)
     sums_path = str(tmp_path / "c.checksums.json")
     sums = json.load(open(sums_path))
@@ -171,7 +171,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path
 
 
 def test_too_many_population_batches_fail_before_training(tmp_path):
-    with pytest.raises(ValueError, match="population_stats_batches 500 exceeds the 44 batches"):
+    with pytest.raises(ValueError, match="population_stats_batches 500 exceeds the 35 batches"):
         fit(dataclasses.replace(TINY, population_stats_batches=500), str(tmp_path), progress=False)
     assert not (tmp_path / "config.json").exists()
 
@@ -222,7 +222,7 @@ def test_a_failed_start_leaves_the_workdir_usable(tmp_path):
     proc = _train_cli("--workdir", wd, "--data", f"npz:{tmp_path}/missing.npz", "--steps", "20")
     assert proc.returncode == 1 and "not found" in proc.stderr
     proc = _train_cli("--workdir", wd, "--data.batch_size", "5000", "--steps", "20")
-    assert proc.returncode == 1 and "exceeds the 1437 training examples" in proc.stderr
+    assert proc.returncode == 1 and "exceeds the 1150 training examples" in proc.stderr
     proc = _train_cli("--workdir", wd, "--steps", "20", "--eval_every", "10")
     assert proc.returncode == 0, proc.stderr
     assert runlog.read_json(os.path.join(wd, "config.json"))["data"]["source"] == "digits"
@@ -237,7 +237,9 @@ def test_best_checkpoint_is_the_evaluated_step(tmp_path):
     best = bnjax.load_run(str(tmp_path), step="best")
     assert best.step == res.summary["best_step"] and best.step % 100 == 0
     acc = bnjax.evaluate(best)["accuracy"]
-    assert acc == pytest.approx(res.summary["best_test_accuracy"], abs=1e-6)
+    assert acc == pytest.approx(res.summary["test_accuracy_at_best"], abs=1e-6)
+    val = {r["step"]: r["val_accuracy"] for r in res.history}
+    assert val[best.step] == max(val.values())  # selected on validation, never on test
 
 
 # 10. a resume between evaluations logs what the uninterrupted run logs

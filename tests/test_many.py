@@ -30,7 +30,8 @@ def test_runs_in_one_program_equal_runs_alone(arch, layout):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
                      unstack(states, i).batch_stats, alone.state.batch_stats)
         assert [h["step"] for h in histories[i]] == [15, 30]
-        np.testing.assert_allclose(histories[i][-1]["test_accuracy"], alone.summary["final_test_accuracy"], atol=1e-2)
+        # equal up to float reassociation: at most one of the 360 test images may flip
+        assert abs(histories[i][-1]["test_accuracy"] - alone.summary["final_test_accuracy"]) <= 1 / 360 + 1e-9
     # different seeds really differ
     assert not np.allclose(unstack(states, 0).params["head"]["kernel"], unstack(states, 1).params["head"]["kernel"])
 

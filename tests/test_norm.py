@@ -260,3 +260,73 @@ def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(sh
     with pytest.raises(TypeError):
         bn = BatchNorm(use_running_average=False, axis=axis)
         jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,))
+
+
+def test_unbiased_running_variance_and_algorithm2_on_images_use_m_equal_n_h_w():
+    """On NHWC input a feature's batch has m = N*H*W values: the unbiased running variance
+    and Algorithm 2 use m / (m - 1) with that m (code using N would pass 2-D tests only)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(1.0, 2.0, (3, 4, 5, 2)).astype(np.float32)
+    m = 3 * 4 * 5
+    bn = BatchNorm(use_running_average=False, momentum=0.0, running_var="unbiased")  # running = this batch's
+    v = bn.init(jax.random.PRNGKey(0), x)
+    upd = bn.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]
+    x64 = x.astype(np.float64).reshape(-1, 2)
+    np.testing.assert_allclose(upd["var"], x64.var(0) * m / (m - 1), rtol=1e-5)
+    batches = [jnp.asarray(rng.normal(0.5, 1.5, (3, 4, 5, 2)).astype(np.float32)) for _ in range(4)]
+    bn2 = BatchNorm(use_running_average=False)
+    v2 = bn2.init(jax.random.PRNGKey(0), batches[0])
+    stats = population_statistics(
+        lambda xb: bn2.apply(v2, xb, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION],
+        v2["batch_stats"], batches)
+    flat = [np.asarray(b, np.float64).reshape(-1, 2) for b in batches]
+    np.testing.assert_allclose(stats["mean"], np.mean([f.mean(0) for f in flat], 0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats["var"], m / (m - 1) * np.mean([f.var(0) for f in flat], 0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_scale,use_bias,dtype", [(False, True, jnp.float32), (True, False, jnp.float32),
+                                                      (False, False, jnp.float32), (True, True, jnp.bfloat16)])
+def test_closed_form_backward_without_scale_or_bias_and_in_bfloat16_against_float64(use_scale, use_bias, dtype):
+    """Gradient of sum(BN(x) * w) from the custom VJP against the BN paper's backward in
+    float64 numpy (section 3: dL/dx = gamma / sigma * (g - mean(g) - xhat * mean(g * xhat)))."""
+    rng = np.random.default_rng(12)
+    x64 = rng.normal(2.0, 3.0, (16, 6))
+    w64 = rng.normal(size=(16, 6))
+    bn = BatchNorm(use_running_average=False, use_scale=use_scale, use_bias=use_bias,
+                   scale_init=lambda k, s, d=jnp.float32: jnp.full(s, 1.7, d))
+    v = bn.init(jax.random.PRNGKey(0), jnp.asarray(x64, dtype))
+    gx = jax.grad(lambda x: jnp.sum(bn.apply(v, x, mutable=["batch_stats"])[0].astype(jnp.float32)
+                                    * jnp.asarray(w64, jnp.float32)))(jnp.asarray(x64, dtype))
+    xin = np.asarray(jnp.asarray(x64, dtype).astype(jnp.float32), np.float64)  # what the layer saw
+    mu, var = xin.mean(0), xin.var(0)
+    xhat = (xin - mu) / np.sqrt(var + EPS)
+    gamma = 1.7 if use_scale else 1.0
+    want = gamma / np.sqrt(var + EPS) * (w64 - w64.mean(0) - xhat * (w64 * xhat).mean(0))
+    tol = 2e-2 if dtype == jnp.bfloat16 else 1e-5  # bf16: the gradient itself is rounded to 8 bits
+    np.testing.assert_allclose(np.asarray(gx, np.float64), want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_ghost_bn_running_statistics_average_the_virtual_batches():
+    rng = np.random.default_rng(13)
+    x = rng.normal(1.0, 2.0, (12, 3)).astype(np.float32)
+    bn = BatchNorm(use_running_average=False, virtual_batch_size=4, momentum=0.75)
+    v = bn.init(jax.random.PRNGKey(0), x)
+    upd = bn.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]
+    groups = x.astype(np.float64).reshape(3, 4, 3)
+    np.testing.assert_allclose(upd["mean"], 0.25 * groups.mean(1).mean(0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(upd["var"], 0.75 * 1.0 + 0.25 * groups.var(1).mean(0), rtol=1e-5)
+
+
+def test_batch_renorm_in_inference_mode_uses_the_moving_averages():
+    from bnjax import BatchRenorm
+
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    rn = BatchRenorm(use_running_average=True)
+    v = rn.init(jax.random.PRNGKey(0), x)
+    mean, var = rng.normal(size=4).astype(np.float32), rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    gamma, beta = rng.normal(size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    v = {"params": {"scale": gamma, "bias": beta}, "batch_stats": {**v["batch_stats"], "mean": mean, "var": var}}
+    y = rn.apply(v, x)
+    want = gamma * (x.astype(np.float64) - mean) / np.sqrt(var.astype(np.float64) + EPS) + beta
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
