@@ -134,6 +134,7 @@ def summarize(runs: Mapping[str, Sequence[Run]]) -> dict:
     for arm, rs in runs.items():
         per_seed = {"final_test_accuracy": [final(r, "test_accuracy") for r in rs],
                     "selected_test_accuracy": [selected(r) for r in rs],
+                    "best_val_accuracy": [selected(r, "val_accuracy") for r in rs],
                     "final_train_loss": [final(r, "train_loss") if r.diverged_at is None else math.nan for r in rs]}
         curves = {}
         for metric in ("test_accuracy", "val_accuracy", "train_loss"):
@@ -249,10 +250,10 @@ def speedup_verdict(ratio: tuple[float, float, float], *, claim: str, paper: flo
     bootstrap CI of the ratio lies above 1, Contradicted when below 1."""
     x, low, high = ratio
     paper_txt = f"paper {paper:.1f}x; " if paper else ""
-    if x == 0:
-        return f"**Contradicted**: {claim} — {paper_txt}here no seed reached the target in the median."
     word = ("Supported" if low > 1 else "Contradicted" if high < 1 else "Inconclusive") if not math.isnan(low) \
         else "Inconclusive"
     show = lambda v: "∞" if v == math.inf else f"{v:.2f}x"  # noqa: E731
     ci = f"95% CI {show(low)} to {show(high)}" if not math.isnan(low) else "95% CI undefined: too few seeds"
+    if x == 0:
+        return f"**{word}**: {claim} — {paper_txt}here the median seed never reached the target ({ci})."
     return f"**{word}**: {claim} — {paper_txt}here {show(x)} fewer steps ({ci})."

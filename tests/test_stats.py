@@ -64,6 +64,7 @@ def test_speedup_interval_and_its_verdict():
     assert stats.speedup_verdict((point, low, high), claim="faster").startswith("**Supported**")
     never = stats.speedup_ci([1000, 1100, 1200], [None, None, None])
     assert never[0] == 0 and stats.speedup_verdict(never, claim="x").startswith("**Contradicted**")
+    assert "never reached the target (95% CI" in stats.speedup_verdict(never, claim="x")
     assert stats.divergence_verdict([10, 20, 30], claim="d").startswith("**Supported**: d — 3/3 seeds diverged")
     assert stats.divergence_verdict([None, 20, None], claim="d").startswith("**Inconclusive**")
     assert stats.divergence_verdict([None, None], claim="d").startswith("**Contradicted**")
