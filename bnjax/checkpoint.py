@@ -27,6 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from bnjax import runlog
+
 BEST_METRIC = "val_accuracy"  # selection never looks at the test split
 
 
@@ -81,7 +83,7 @@ class Checkpoints:
                                   f"{type(e).__name__}: {e}") from None
         sums = {str(s): v for s, v in self._checksums().items() if int(s) in self.steps()}
         sums[str(step)] = tree_checksums(state)
-        _write_json(self._sums_path, sums)
+        runlog.write_json(self._sums_path, sums)
 
     def restore(self, step: int, target: Any) -> Any:
         """Restore the checkpoint of ``step`` into ``target``'s structure.
@@ -165,21 +167,10 @@ def tree_checksums(tree: Any) -> dict[str, str]:
 
 
 def _check_writable(directory: str) -> None:
-    probe = os.path.join(directory, f".write_test{os.getpid()}")
     try:
-        os.makedirs(directory, exist_ok=True)
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as e:
-        raise CheckpointError(f"cannot write checkpoints to {directory}: {e.strerror or e}") from None
-
-
-def _write_json(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+        runlog.check_writable(directory)
+    except PermissionError as e:
+        raise CheckpointError(f"cannot write checkpoints: {e}") from None
 
 
 def _check_structure(state: Any, target: Any) -> None:

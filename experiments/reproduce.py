@@ -42,6 +42,7 @@ def main(argv=None) -> None:
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     settings = _cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args)
+    git = runlog.git_state()  # the tree as the suite starts: what made its numbers
     pool = os.path.join(settings.workdir, "runs")
     results, seconds = {}, {}
     t_all = time.perf_counter()
@@ -53,19 +54,19 @@ def main(argv=None) -> None:
         seconds[name] = time.perf_counter() - t0
         print(f"   {seconds[name]:.0f} s", flush=True)
     total = time.perf_counter() - t_all
-    header = _header(settings, argv, results, seconds, total)
+    header = _header(settings, argv, results, seconds, total, git)
     sections = [(name, EXPERIMENTS[name].title, results[name]["report"]) for name in names]
     path = report.write(os.path.join(settings.workdir, "report.md"), sections, header=header)
     runlog.write_json(os.path.join(settings.workdir, "timing.json"), {"total_s": total, **seconds})
     print(f"report: {path}")
 
 
-def _header(settings, argv, results: dict, seconds: dict, total: float) -> list[str]:
+def _header(settings, argv, results: dict, seconds: dict, total: float, git: dict) -> list[str]:
     run_dirs = sorted({d for r in results.values() for d in r["run_dirs"]})
     summaries = [runlog.read_json(os.path.join(d, "results.json")) for d in run_dirs]
     metas = [runlog.read_json(os.path.join(d, "meta.json")) for d in run_dirs]
     train_s, wall_s = sum(s["train_seconds"] for s in summaries), sum(r["train_wall_s"] for r in results.values())
-    versions, git, code = runlog.versions(), runlog.git_state(), runlog.code_version()
+    versions, code = runlog.versions(), runlog.code_version()
     tree = "clean tree" if not git["modified"] else "modified files: " + ", ".join(git["modified"])
     other = [d for d, m in zip(run_dirs, metas, strict=True) if m.get("code_version") != code]
     prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
