@@ -163,7 +163,7 @@ def test_group_records_honest_training_time(tmp_path):
     wall = time.perf_counter() - t0
     secs = [r.summary["train_seconds"] for r in res]
     assert max(secs) - min(secs) < 1e-2
-    assert 0.5 * wall < sum(secs) <= wall
+    assert 0.5 * wall < sum(secs) <= wall + 3 * 0.0005  # train_seconds are rounded to 1 ms
     assert [r.summary["group_size"] for r in res] == [3, 3, 3]
     elapsed = [rec["elapsed_s"] for rec in runlog.read_metrics(str(tmp_path / "r0"))]
     assert elapsed == sorted(elapsed) and elapsed[-1] <= secs[0]
