@@ -41,13 +41,15 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. ``norm`` in `bnjax.models.NORMS`; ``placement`` "before" (variant A,
-    BN paper) or "after" the nonlinearity (variant B)."""
+    """The network. ``arch``: mlp | convnet (a 2x2 pool after every convolution) | vgg (the
+    same ConvNet with a pool after every two convolutions: VGG-style); ``norm`` in
+    `bnjax.models.NORMS`; ``placement`` "before" (variant A, BN paper) or "after" the
+    nonlinearity (variant B)."""
 
     arch: str = "mlp"
     hidden: tuple[int, ...] = (100, 100, 100)  # MLP widths (BN paper section 4.1)
-    channels: tuple[int, ...] = (24, 32)  # ConvNet conv widths
-    kernels: tuple[int, ...] = (5, 3)  # ConvNet kernel sizes
+    channels: tuple[int, ...] = (24, 32)  # ConvNet / VGG conv widths
+    kernels: tuple[int, ...] = (5, 3)  # ConvNet / VGG kernel sizes, one per conv
     dense: int = 256  # ConvNet hidden dense width
     conv_impl: str = "auto"  # ConvNet: auto (im2col on CPU, XLA conv elsewhere) | xla | im2col
     padding: str = "same"  # ConvNet convolutions: same | valid
@@ -67,7 +69,7 @@ class ModelConfig:
     renorm_ramp: int = 2000  # Batch Renorm: steps to relax to r_max=3, d_max=5
 
     def __post_init__(self):
-        _choice("model.arch", self.arch, ("mlp", "convnet"))
+        _choice("model.arch", self.arch, models.ARCHS)
         _choice("model.norm", self.norm, models.NORMS)
         _choice("model.placement", self.placement, models.PLACEMENTS)
         _choice("model.activation", self.activation, models.ACTIVATIONS)
@@ -81,6 +83,9 @@ class ModelConfig:
                 raise ConfigError(f"model.{name}", f"needs positive integers, got {values}")
         if len(self.channels) != len(self.kernels):
             raise ConfigError("model.kernels", f"needs one size per channel entry {self.channels}")
+        if self.arch == "vgg" and len(self.channels) % 2:
+            raise ConfigError("model.channels", f"arch 'vgg' pools after every two convolutions: needs an even "
+                                                f"number of widths, got {self.channels}")
         _positive("model.dense", self.dense)
         if self.num_classes < 2:
             raise ConfigError("model.num_classes", f"must be >= 2, got {self.num_classes}")

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import glob
 import gzip
-import os
 import hashlib
+import os
+import zipfile
 from dataclasses import dataclass, field
 
 import jax
@@ -66,6 +67,42 @@ def parse_source(source: str) -> tuple[str, str]:
     raise ValueError(
         f"unknown data source {source!r}; use digits, {', '.join(TFDS_SOURCES)}, npz:PATH or idx:DIR"
     )
+
+
+def label(source: str) -> str:
+    """A data source's name for titles: the data set, not a path (``npz:/x/mnist.npz`` ->
+    ``mnist``, ``idx:/usr/share/datasets/fashion-mnist`` -> ``fashion-mnist``)."""
+    kind, arg = parse_source(source)
+    if not arg:
+        return kind
+    name = os.path.basename(os.path.normpath(arg))
+    return name[:-4] if name.endswith(".npz") else name
+
+
+def first_of_each_class(y: np.ndarray, limit: int | None = None) -> np.ndarray:
+    """Indices of the first example of each class, in class order (at most ``limit``): a
+    figure's sample that shows every class even when the set is stored sorted by class."""
+    classes, first = np.unique(np.asarray(y), return_index=True)
+    return first[np.argsort(classes)][:limit]
+
+
+def natural_images(source: str) -> bool:
+    """Whether a source holds 32x32 colour images: CIFAR-10/100, or an npz whose x_train is
+    (N, 32, 32, 3) (read from the archive's header, without loading the images). These
+    select the experiments' natural-image tier (VGG-style net, GPU-sized schedules)."""
+    kind, arg = parse_source(source)
+    if kind in ("cifar10", "cifar100"):
+        return True
+    if kind != "npz" or not os.path.isfile(arg):
+        return False
+    try:
+        with zipfile.ZipFile(arg) as z, z.open("x_train.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read(f)[0]
+    except (KeyError, ValueError, zipfile.BadZipFile):
+        return False  # `load` names the problem
+    return tuple(shape[1:]) == (32, 32, 3)
 
 
 def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: int | None = None,

@@ -35,7 +35,7 @@ def layout_for(cfg: TrainConfig) -> str:
     """"vmap" for the MLP, "map" for the ConvNet: vmapped native convolutions become
     grouped convolutions (0.09x per model on an H200, jax-ml/jax#13800) and the vmapped
     im2col ConvNet ran at 0.79x per model on 2 CPU cores (experiments/bench/seeds.py)."""
-    return "map" if cfg.model.arch == "convnet" else "vmap"
+    return "vmap" if cfg.model.arch == "mlp" else "map"
 
 
 def stack(states: list[Any]) -> Any:

@@ -48,6 +48,7 @@ def _init(name: str, std: float) -> Callable[..., Array]:
 INITS = ("lecun_normal", "xavier_uniform", "normal", "torch")
 NORMS = ("none", "batch", "ghost", "renorm", "layer", "group")
 PLACEMENTS = ("before", "after")
+ARCHS = ("mlp", "convnet", "vgg")  # vgg: the ConvNet with a pool after every two convolutions
 
 
 def make_norm(
@@ -149,9 +150,12 @@ class MLP(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """Small ConvNet for 8x8, 28x28 and 32x32 images: per conv stage
-    conv(k x k, SAME) -> block -> 2x2 max-pool, then a dense block and the classifier.
-    With channels=(24, 32), kernels=(5, 3), dense=256 this is the MNIST speedrun net."""
+    """ConvNet for 8x8, 28x28 and 32x32 images: stages of conv(k x k) -> block, with a
+    2x2 max-pool after every ``pool_every`` convolutions, then a dense block and the
+    classifier. With channels=(24, 32), kernels=(5, 3), dense=256, pool_every=1 this is the
+    MNIST speedrun net; with 3x3 kernels and pool_every=2 it is VGG-style (Simonyan &
+    Zisserman 2015: stacks of 3x3 conv-(norm)-act, a pool after each pair), the kind of
+    network Santurkar et al. 2018 (Figure 1) train with and without BN."""
 
     channels: Sequence[int] = (24, 32)
     kernels: Sequence[int] = (5, 3)
@@ -164,6 +168,7 @@ class ConvNet(nn.Module):
     dropout: float = 0.0
     conv_impl: str = "auto"  # bnjax.conv: im2col on CPU, XLA's convolution elsewhere
     padding: str = "SAME"  # "VALID" as in the MNIST speedrun recipe
+    pool_every: int = 1  # convolutions per 2x2 max-pool (2: VGG-style)
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
@@ -171,29 +176,37 @@ class ConvNet(nn.Module):
         on. Returns: (N, num_classes) logits."""
         if x.ndim == 3:
             x = x[..., None]
-        side = min(x.shape[1:3]) if x.ndim == 4 else 0
-        for k in self.kernels:
-            side = (side - (k - 1 if self.padding == "VALID" else 0) + 1) // 2
-        if x.ndim != 4 or side < 1:
-            raise ValueError(
-                f"ConvNet with kernels {tuple(self.kernels)}, {self.padding} padding and 2x2 pooling after each "
-                f"needs larger images (N, H, W[, C]); got input of shape {x.shape}"
-            )
+        self._check_size(x.shape)
         act = ACTIVATIONS[self.activation]
         for i, (ch, k) in enumerate(zip(self.channels, self.kernels, strict=True)):
-            # On the im2col path the conv output comes grouped by pooling window
+            pool = (i + 1) % self.pool_every == 0
+            # On the im2col path a pooled conv's output comes grouped by pooling window
             # (bnjax.conv.conv2d_pool_s2d); the block's normaliser and activation are
             # layout-agnostic, and the pool is a max over the window axis.
-            grouped = resolve_impl(self.conv_impl) == "im2col" and pool_fusable(x.shape, (k, k), self.padding)
+            grouped = (pool and resolve_impl(self.conv_impl) == "im2col"
+                       and pool_fusable(x.shape, (k, k), self.padding))
             conv = partial(Conv, ch, (k, k), kernel_init=self.kernel_init, impl=self.conv_impl, padding=self.padding,
                            pool_layout=grouped)
             x = _Block(conv, self.norm, self.placement, act, name=f"conv{i}")(x, train)
-            x = window_max(x, 3) if grouped else max_pool(x, self.conv_impl)
+            if pool:
+                x = window_max(x, 3) if grouped else max_pool(x, self.conv_impl)
         x = x.reshape((x.shape[0], -1))
         dense = partial(nn.Dense, self.dense, kernel_init=self.kernel_init)
         x = _Block(dense, self.norm, self.placement, act, name="fc")(x, train)
         x = nn.Dropout(self.dropout, deterministic=not train)(x) if self.dropout else x
         return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+
+    def _check_size(self, shape: tuple[int, ...]) -> None:
+        """Raise a ValueError naming the input shape if the stages shrink it below 1 pixel."""
+        side = min(shape[1:3]) if len(shape) == 4 else 0
+        for i, k in enumerate(self.kernels):
+            side -= k - 1 if self.padding == "VALID" else 0
+            side = (side + 1) // 2 if (i + 1) % self.pool_every == 0 else side
+        if len(shape) != 4 or side < 1:
+            raise ValueError(
+                f"ConvNet with kernels {tuple(self.kernels)}, {self.padding} padding and a 2x2 pool after every "
+                f"{self.pool_every} convolution(s) needs larger images (N, H, W[, C]); got input of shape {shape}"
+            )
 
 
 def build_model(cfg: Any, *, axis_name: str | None = None) -> nn.Module:
@@ -216,7 +229,8 @@ def build_model(cfg: Any, *, axis_name: str | None = None) -> nn.Module:
     )
     if cfg.arch == "mlp":
         return MLP(hidden=tuple(cfg.hidden), **common)
-    if cfg.arch == "convnet":
+    if cfg.arch in ("convnet", "vgg"):
         return ConvNet(channels=tuple(cfg.channels), kernels=tuple(cfg.kernels), dense=cfg.dense,
-                       conv_impl=cfg.conv_impl, padding=cfg.padding.upper(), **common)
-    raise ValueError(f"unknown arch {cfg.arch!r}; choose from ('mlp', 'convnet')")
+                       conv_impl=cfg.conv_impl, padding=cfg.padding.upper(), pool_every=2 if cfg.arch == "vgg" else 1,
+                       **common)
+    raise ValueError(f"unknown arch {cfg.arch!r}; choose from {ARCHS}")

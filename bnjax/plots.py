@@ -121,3 +121,50 @@ def image_grid(rows: Mapping[str, np.ndarray], path: str, *, title: str = "") ->
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title: str, xlabel: str,
+                   logx: bool = True, chance: float | None = None) -> str:
+    """Accuracy against a setting (learning-rate multiplier, depth): one panel per entry of
+    ``panels``, one line per entry of a panel: the mean over seeds with a ±1 std band; at
+    settings where seeds diverged, an ``x`` labelled "k/n diverged".
+
+    Args:
+      panels: panel title -> line label -> ``{"x": settings, "values": (seeds, settings)
+        per-seed values, "diverged": per-setting count of diverged seeds, "color": ...,
+        "linestyle": ...}``.
+      chance: draws a dotted line at chance accuracy if given.
+    Returns:
+      ``path``.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    for ax, (name, lines) in zip(axes[0], panels.items(), strict=True):
+        for label, line in lines.items():
+            x, v = np.asarray(line["x"], float), np.asarray(line["values"], float)
+            mean, std = np.nanmean(v, axis=0), np.nanstd(v, axis=0)
+            ax.plot(x, mean, marker="o", markersize=4, label=f"{label} (n={v.shape[0]} seeds)",
+                    color=line.get("color"), linestyle=line.get("linestyle", "-"))
+            ax.fill_between(x, mean - std, mean + std, color=line.get("color"), alpha=0.15, linewidth=0)
+            for xi, mi, k in zip(x, mean, line.get("diverged") or [0] * len(x), strict=True):
+                if k:
+                    ax.plot([xi], [mi], marker="x", markersize=10, color=line.get("color"), linestyle="none")
+                    ax.annotate(f"{k}/{v.shape[0]} diverged", (xi, mi), textcoords="offset points", xytext=(4, 6),
+                                fontsize=7, color=line.get("color"))
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
+        if logx:
+            ax.set_xscale("log")
+        xs = sorted({float(v) for line in lines.values() for v in line["x"]})
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.minorticks_off()
+        ax.set_title(name)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0.0, 1.0)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -147,6 +147,12 @@ def summarize(runs: Mapping[str, Sequence[Run]]) -> dict:
     return out
 
 
+def columns(cols: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per-setting lists of per-seed values as a (seeds, settings) array, NaN-padded."""
+    n = max((len(c) for c in cols), default=0)
+    return np.asarray([list(c) + [math.nan] * (n - len(c)) for c in cols], float).T.reshape(n, len(cols))
+
+
 def first_reach(steps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
     """The first step whose value is >= threshold (None if never)."""
     for s, v in zip(steps, values, strict=True):
@@ -213,10 +219,12 @@ def welch_ci(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> 
 
 
 def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher: bool = True,
-            unit: str = "points", scale: float = 100.0) -> str:
+            unit: str = "points", scale: float = 100.0, margin: float = 0.0) -> str:
     """One verdict line: ``**Supported**: claim — difference +0.27 points (95% CI +0.15 to
     +0.39, n = 5 vs 5)``. ``ours`` and ``other`` are per-seed values; ``higher``: the
-    claim is that ours is higher (else lower)."""
+    claim is that ours is higher (else lower) by more than ``margin`` (in the values'
+    units: 0.01 is one point of accuracy), i.e. that the CI of ``mean(ours) - mean(other)``
+    lies above ``margin`` (below ``-margin`` when not ``higher``)."""
     diff, low, high = welch_ci(ours, other)
     n = f"n = {sum(np.isfinite(v) for v in ours)} vs {sum(np.isfinite(v) for v in other)}"
     sign = 1 if higher else -1
@@ -224,16 +232,67 @@ def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
         return f"**Inconclusive**: {claim} — no values to compare ({n})."
     if not math.isfinite(low):
         word = "Inconclusive"
-    elif sign * low > 0 and sign * high > 0:
+    elif sign * low - margin > 0 and sign * high - margin > 0:
         word = "Supported"
-    elif sign * low < 0 and sign * high < 0:
+    elif sign * low - margin < 0 and sign * high - margin < 0:
         word = "Contradicted"
     else:
         word = "Inconclusive"
     u = f" {unit}" if unit else ""
     num = (lambda v: f"{v * scale:+.2f}") if unit == "points" else (lambda v: f"{v * scale:+.3g}")
     ci = f"95% CI {num(low)} to {num(high)}" if math.isfinite(low) else "95% CI undefined: too few seeds or no spread"
-    return f"**{word}**: {claim} — difference {num(diff)}{u} ({ci}, {n})."
+    bar = f"; the claim needs it {'above' if higher else 'below'} {num(sign * margin)}" if margin else ""
+    return f"**{word}**: {claim} — difference {num(diff)}{u} ({ci}, {n}{bar})."
+
+
+def good_span(values: np.ndarray, xs: Sequence[float], *, within: float) -> tuple[float, float]:
+    """The span of a sweep's settings whose mean over seeds is within ``within`` of the best
+    mean (Bjorck et al. 2018 and Santurkar et al. 2018 read BN's benefit off such spans).
+
+    Args:
+      values: (seeds, settings) per-seed values (NaN ignored).
+      xs: the settings (positive, e.g. learning-rate multipliers), one per column.
+      within: the tolerance below the best mean (0.01: one point of accuracy).
+    Returns:
+      ``(lowest, highest)`` setting whose mean is within the tolerance (the span counts
+      the settings between them as good whether or not they are).
+    """
+    means = np.nanmean(np.asarray(values, float), axis=0)
+    good = np.flatnonzero(means >= np.nanmax(means) - within)
+    return float(xs[good.min()]), float(xs[good.max()])
+
+
+def span_decades(values: np.ndarray, xs: Sequence[float], *, within: float) -> float:
+    """Width of `good_span` in decades: ``log10(highest / lowest)`` (0 for one setting)."""
+    low, high = good_span(values, xs, within=within)
+    return float(np.log10(high / low))
+
+
+def span_difference_ci(a: np.ndarray, b: np.ndarray, xs: Sequence[float], *, within: float, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float, float]:
+    """``span_decades(b) - span_decades(a)`` and its bootstrap CI: the seeds (rows) of each
+    sweep are resampled independently (``scipy.stats.bootstrap`` over row indices,
+    percentile method), the whole sweep's means recomputed for each resample."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    point = span_decades(b, xs, within=within) - span_decades(a, xs, within=within)
+    if len(a) < 2 or len(b) < 2:
+        return point, math.nan, math.nan
+
+    def stat(ia, ib):
+        return span_decades(b[ib.astype(int)], xs, within=within) - span_decades(a[ia.astype(int)], xs, within=within)
+
+    res = sps.bootstrap((np.arange(len(a)), np.arange(len(b))), stat, vectorized=False, paired=False,
+                        method="percentile", confidence_level=level, n_resamples=2000, random_state=seed)
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def interval_verdict(diff: tuple[float, float, float], *, claim: str, unit: str, n: str) -> str:
+    """Supported when the CI of a difference lies above 0, Contradicted below, else Inconclusive."""
+    x, low, high = diff
+    word = ("Supported" if low > 0 else "Contradicted" if high < 0 else "Inconclusive") if math.isfinite(low) \
+        else "Inconclusive"
+    ci = f"95% CI {low:+.2f} to {high:+.2f}" if math.isfinite(low) else "95% CI undefined: too few seeds"
+    return f"**{word}**: {claim} — difference {x:+.2f} {unit} ({ci}, {n})."
 
 
 def divergence_verdict(diverged_at: Sequence[int | None], *, claim: str) -> str:

@@ -19,7 +19,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="digits", help="data source (default: digits)")
     p.add_argument("--out", default="runs/augment_grid.png", help="PNG to write")
-    p.add_argument("--n", type=int, default=8, help="images per row (default: 8)")
+    p.add_argument("--n", type=int, default=10, help="images per row, one per class (default: 10)")
     p.add_argument("--degrees", type=float, default=30.0, help="rotation range +-DEG (default: 30)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -29,9 +29,11 @@ def main(argv=None) -> None:
         ds = data.load(args.data)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         p.error(str(e))
-    rows = augment.demo_rows(jax.random.PRNGKey(args.seed), jnp.asarray(ds.x_test[: args.n]), degrees=args.degrees)
+    pick = data.first_of_each_class(ds.y_test, args.n)  # one per class, even in a set sorted by class
+    rows = augment.demo_rows(jax.random.PRNGKey(args.seed), jnp.asarray(ds.x_test[pick]), degrees=args.degrees)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    plots.image_grid(rows, args.out, title=f"Data augmentation on {args.data} (bnjax.augment, on the device)")
+    plots.image_grid(rows, args.out, title=f"Data augmentation on {data.label(args.data)}: one test image per class "
+                                           "(bnjax.augment, on the device)")
     print(f"wrote {args.out}")
 
 

@@ -1,11 +1,14 @@
 """Run every experiment of the lecture and write one report.
 
-    python -m experiments.reproduce --quick --workdir runs/quick              # digits, about 2 min on 2 CPUs
+    python -m experiments.reproduce --quick --workdir runs/quick              # digits, about 3 min on 2 CPUs
     python -m experiments.reproduce --data mnist --workdir runs/full          # real MNIST
+    python -m experiments.reproduce --data cifar10 --workdir runs/cifar       # natural-image tier (GPU)
 
 Runs placement, the BN paper's learning-rate table, the ablation, with/without
-normalisation (with Figure 1) and augmentation, 5 seeds per MLP arm and 3 per ConvNet arm
-(--seeds N: N for every arm), sharing one pool of
+normalisation (with Figure 1), augmentation, the learning-rate sweep and depth, 5 seeds
+per MLP arm and 3 per ConvNet arm (--seeds N: N for every arm). On 32x32 colour images
+(CIFAR-10/100 or such an npz) the default is the natural-image tier: the LR table, the
+sweep and augmentation with the VGG-style net. Experiments share one pool of
 runs (WORKDIR/runs) so an arm used by two experiments trains once. An interrupted run
 continues where it stopped: finished runs whose config, data and code match are read
 back. Config overrides (--SECTION.FIELD VALUE) apply to every arm of every experiment.
@@ -23,21 +26,27 @@ import sys
 import time
 
 from bnjax import report, runlog, stats
-from experiments import _cli, ablation, augmentation, batch_size, lr_table, normalization, placement
+from bnjax import data
+from experiments import _cli, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
-                                   normalization.EXPERIMENT, augmentation.EXPERIMENT, batch_size.EXPERIMENT)}
-DEFAULT = ("placement", "lr_table", "ablation", "normalization", "augmentation")  # batch_size: ask with --only
+                                   normalization.EXPERIMENT, augmentation.EXPERIMENT, lr_sweep.EXPERIMENT,
+                                   depth.EXPERIMENT, batch_size.EXPERIMENT)}
+DEFAULT = ("placement", "lr_table", "ablation", "normalization", "augmentation", "lr_sweep", "depth")
+NATURAL = ("lr_table", "lr_sweep", "augmentation")  # the natural-image tier (32x32 colour images)
+# batch_size: ask with --only
 
 
 def main(argv=None) -> None:
     _cli.one_line_warnings()
     p = _cli.experiment_parser(__doc__, "runs/reproduce")
     p.add_argument("--only", default=None, help=f"comma-separated experiments, of {', '.join(EXPERIMENTS)} "
-                                                f"(default: {', '.join(DEFAULT)})")
+                                                f"(default: {', '.join(DEFAULT)}; on 32x32 colour images "
+                                                f"{', '.join(NATURAL)})")
     p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
     args = p.parse_args(argv)
-    names = list(DEFAULT) if args.only is None else [n.strip() for n in args.only.split(",")]
+    default = NATURAL if _natural(args.data) else DEFAULT
+    names = list(default) if args.only is None else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
@@ -59,6 +68,15 @@ def main(argv=None) -> None:
     path = report.write(os.path.join(settings.workdir, "report.md"), sections, header=header)
     runlog.write_json(os.path.join(settings.workdir, "timing.json"), {"total_s": total, **seconds})
     print(f"report: {path}")
+
+
+def _natural(source: str | None) -> bool:
+    if not source:
+        return False
+    try:
+        return data.natural_images(source)
+    except ValueError:
+        return False  # settings_from names the bad source
 
 
 def _header(settings, argv, results: dict, seconds: dict, total: float, git: dict) -> list[str]:
