@@ -45,8 +45,7 @@ def main(argv=None) -> None:
                                                 f"{', '.join(NATURAL)})")
     p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
     args = p.parse_args(argv)
-    default = NATURAL if _natural(args.data) else DEFAULT
-    names = list(default) if args.only is None else [n.strip() for n in args.only.split(",")]
+    names = sections(args.only, args.data)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
@@ -64,19 +63,22 @@ def main(argv=None) -> None:
         print(f"   {seconds[name]:.0f} s", flush=True)
     total = time.perf_counter() - t_all
     header = _header(settings, argv, results, seconds, total, git)
-    sections = [(name, EXPERIMENTS[name].title, results[name]["report"]) for name in names]
-    path = report.write(os.path.join(settings.workdir, "report.md"), sections, header=header)
+    parts = [(name, EXPERIMENTS[name].title, results[name]["report"]) for name in names]
+    path = report.write(os.path.join(settings.workdir, "report.md"), parts, header=header)
     runlog.write_json(os.path.join(settings.workdir, "timing.json"), {"total_s": total, **seconds})
     print(f"report: {path}")
 
 
-def _natural(source: str | None) -> bool:
-    if not source:
-        return False
+def sections(only: str | None, source: str | None) -> list[str]:
+    """The experiments to run: those named in ``only`` (comma-separated), else the default
+    for the data: `NATURAL` on 32x32 colour images, `DEFAULT` otherwise."""
+    if only is not None:
+        return [n.strip() for n in only.split(",")]
     try:
-        return data.natural_images(source)
+        natural = bool(source) and data.natural_images(source)
     except ValueError:
-        return False  # settings_from names the bad source
+        natural = False  # settings_from names the bad source
+    return list(NATURAL if natural else DEFAULT)
 
 
 def _header(settings, argv, results: dict, seconds: dict, total: float, git: dict) -> list[str]:

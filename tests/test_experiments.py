@@ -21,7 +21,8 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = open(os.path.join(wd, "report.md")).read()
     for heading in ("## 1. BN before or after", "## 2. The BN paper's learning-rate table", "## 3. Comparison",
-                    "## 4. With and without", "### Figure 1", "## 5. Data augmentation"):
+                    "## 4. With and without", "### Figure 1", "## 5. Data augmentation",
+                    "## 6. Learning-rate sweep", "## 7. Depth and sigmoid"):
         assert heading in report
     for rel in [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert os.path.getsize(os.path.join(wd, rel)) > 10_000, rel  # every figure exists and is non-trivial
@@ -58,10 +59,11 @@ def test_experiment_flags_are_validated():
 
 
 def _experiments():
-    from experiments import ablation, augmentation, batch_size, fig1_mnist, lr_table, normalization, placement
+    from experiments import (ablation, augmentation, batch_size, depth, fig1_mnist, lr_sweep, lr_table, normalization,
+                             placement)
 
     return [m.EXPERIMENT for m in (placement, lr_table, ablation, normalization, augmentation, fig1_mnist,
-                                    batch_size)]
+                                    batch_size, lr_sweep, depth)]
 
 
 def test_config_overrides_reach_every_arm_of_every_experiment_script():

@@ -72,3 +72,33 @@ def test_valid_padding_shapes_match_the_speedrun_net():
     assert p["fc"]["linear"]["kernel"].shape == (800, 256)  # 32 x 5 x 5, as tuomaso/train_mnist_fast
     with pytest.raises(ValueError, match="needs larger images"):
         model.init(jax.random.PRNGKey(0), jnp.ones((2, 8, 8, 1)), False)
+
+
+@pytest.mark.parametrize("impl", ["im2col", "xla"])
+def test_vgg_pools_after_every_two_convolutions_against_lax(impl):
+    """arch="vgg" against a reference written with lax.conv and lax.reduce_window: 3x3 SAME
+    conv -> ReLU, twice, then a 2x2 max-pool, per stage; flatten, dense ReLU, head."""
+    cfg = ModelConfig(arch="vgg", channels=(4, 4, 8, 8), kernels=(3, 3, 3, 3), dense=16, activation="relu",
+                      conv_impl=impl)
+    model = build_model(cfg)
+    x = jax.random.normal(jax.random.PRNGKey(1), (3, 12, 12, 3))
+    p = model.init(jax.random.PRNGKey(0), x, False)["params"]
+    h = x
+    for i in range(4):
+        layer = p[f"conv{i}"]["linear"]
+        h = jax.lax.conv_general_dilated(h, layer["kernel"], (1, 1), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest")
+        h = jax.nn.relu(h + layer["bias"])
+        if i % 2 == 1:
+            h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+    assert h.shape == (3, 3, 3, 8)
+    h = jax.nn.relu(h.reshape(3, -1) @ p["fc"]["linear"]["kernel"] + p["fc"]["linear"]["bias"])
+    ref = h @ p["head"]["kernel"] + p["head"]["bias"]
+    np.testing.assert_allclose(model.apply({"params": p}, x, False), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_vgg_config_needs_pairs_of_convolutions():
+    from bnjax.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.channels.*even number"):
+        ModelConfig(arch="vgg", channels=(8, 8, 16), kernels=(3, 3, 3))
