@@ -61,7 +61,7 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
       progress, desc: progress bar and its label.
       mesh: a `bnjax.parallel.make_mesh` mesh (one run only): data parallel over its devices;
         only process 0 writes the workdir.
-      layout: "vmap" or "map" for several runs (default `bnjax.many.layout_for`).
+      layout: one of `bnjax.many.LAYOUTS` for several runs (default `bnjax.many.layout_for`).
       share_data: several runs train on the first run's batches (`bnjax.many.train_chunk_many`).
       runs: how the caller trains runs ("together", "sequential"), recorded in meta.json.
     Returns:

@@ -18,6 +18,7 @@ optimiser state (`bnjax.optim`). The initialiser only acts when the state is cre
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Any
 
@@ -28,14 +29,30 @@ from bnjax import augment as aug
 from bnjax.config import TrainConfig
 from bnjax.train import DATA, TrainState, chunk_batch, chunk_orders, create_state, train_chunk, train_step
 
-LAYOUTS = ("vmap", "map")
+#: How K runs share one program: "vmap" (the step vmapped over the run axis), "map"
+#: (``lax.map``: one run after another inside the program) or "matmul" ("vmap" with the
+#: ConvNet's convolutions as bnjax's im2col matmuls, `bnjax.conv`, so that K models'
+#: convolutions become batched matmuls instead of one grouped convolution).
+LAYOUTS = ("vmap", "map", "matmul")
 
 
-def layout_for(cfg: TrainConfig) -> str:
-    """"vmap" for the MLP, "map" for the ConvNet: vmapped native convolutions become
-    grouped convolutions (0.09x per model on an H200, jax-ml/jax#13800) and the vmapped
-    im2col ConvNet ran at 0.79x per model on 2 CPU cores (experiments/bench/seeds.py)."""
-    return "vmap" if cfg.model.arch == "mlp" else "map"
+def layout_for(cfg: TrainConfig, backend: str | None = None) -> str:
+    """The layout for K runs of ``cfg`` on ``backend`` (default: JAX's default backend).
+
+    The rule: the MLP is vmapped everywhere (its layers are matmuls). ConvNets are
+    "matmul" on GPU/TPU, because vmapped native convolutions become grouped convolutions
+    (0.09x per model on an H200, jax-ml/jax#13800), and "map" on CPU, where the vmapped
+    im2col ConvNet ran at 0.79x per model on 2 cores (experiments/bench/seeds.py)."""
+    if cfg.model.arch == "mlp":
+        return "vmap"
+    return "map" if (backend or jax.default_backend()) == "cpu" else "matmul"
+
+
+def train_model(model_cfg: Any, layout: str) -> Any:
+    """The model config a layout trains with: "matmul" forces the im2col convolution."""
+    if layout == "matmul" and model_cfg.arch != "mlp":
+        return dataclasses.replace(model_cfg, conv_impl="im2col")
+    return model_cfg
 
 
 def stack(states: list[Any]) -> Any:
@@ -49,7 +66,7 @@ def init_many(model: Any, tx: Any, sample_x: jax.Array, seeds: list[int]) -> Tra
 
 
 def _over_runs(fn: Any, states: Any, layout: str) -> Any:
-    if layout == "vmap":
+    if layout in ("vmap", "matmul"):
         return jax.vmap(fn)(states)
     if layout == "map":
         return jax.lax.map(fn, states)

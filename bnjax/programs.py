@@ -123,9 +123,12 @@ class Program:
     @classmethod
     def build(cls, cfg: TrainConfig, k: int, *, layout: str | None = None, share_data: bool = False,
               sharding: Any = None) -> Program:
-        return cls(model_for(cfg.model), eval_model_for(cfg.model), optimizer_for(cfg.optim, cfg.steps),
-                   aug.parse_pipeline(cfg.data.augment), cfg.data.batch_size, k, layout or many.layout_for(cfg),
-                   share_data, sharding)
+        layout = layout or many.layout_for(cfg)
+        if layout not in many.LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; choose from {many.LAYOUTS}")
+        train = model_for(many.train_model(cfg.model, layout) if k > 1 else cfg.model)
+        return cls(train, eval_model_for(cfg.model), optimizer_for(cfg.optim, cfg.steps),
+                   aug.parse_pipeline(cfg.data.augment), cfg.data.batch_size, k, layout, share_data, sharding)
 
     def init(self, cfgs: list[TrainConfig], sample_x: Any) -> list[TrainState]:
         """Each run's initial state (`initial_state`)."""

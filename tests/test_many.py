@@ -14,13 +14,18 @@ from bnjax.many import unstack
 jax.config.update("jax_default_matmul_precision", "highest")
 
 
-@pytest.mark.parametrize("arch,layout", [("mlp", "vmap"), ("convnet", "vmap"), ("convnet", "map")])
+@pytest.mark.parametrize("arch,layout", [("mlp", "vmap"), ("convnet", "vmap"), ("convnet", "map"),
+                                         ("convnet", "matmul"), ("vgg", "matmul")])
 def test_runs_in_one_program_equal_runs_alone(arch, layout):
-    cfg = TrainConfig(model=ModelConfig(arch=arch, hidden=(32, 16), channels=(4, 6), dense=16, norm="batch",
-                                        activation="relu", dropout=0.2),
+    """Runs alone use the backend's convolution ("auto"); the "matmul" layout trains with
+    bnjax's im2col matmuls under vmap: parameters, BN statistics and accuracy agree."""
+    cfg = TrainConfig(model=ModelConfig(arch=arch, hidden=(32, 16), channels=(4, 6), kernels=(3, 3), dense=16,
+                                        norm="batch", activation="relu", dropout=0.2),
                       optim=OptimConfig(name="momentum", learning_rate=0.05),
                       data=DataConfig(source="digits", batch_size=16, augment="hflip,rotate:10"),
                       steps=30, eval_every=15)
+    if layout == "matmul":  # as on a GPU: alone with XLA's convolution, together with im2col matmuls
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl="xla"))
     seeds = [3, 7]
     states, histories, _ = fit_many(cfg, seeds, layout=layout)
     for i, seed in enumerate(seeds):
@@ -231,3 +236,17 @@ def test_group_falls_back_past_an_unreadable_checkpoint_and_finishes_bitwise(tmp
     for d in dirs:
         assert len(os.listdir(f"{d}/checkpoints_aside")) == 1  # the step-60 checkpoints, kept
         assert os.path.exists(f"{d}/results.json")
+
+
+def test_layout_rule_per_backend():
+    from bnjax.many import layout_for, train_model
+    from bnjax.programs import Program
+
+    mlp, cnn = TrainConfig(), TrainConfig(model=ModelConfig(arch="convnet", conv_impl="xla"))
+    assert [layout_for(c, b) for c in (mlp, cnn) for b in ("cpu", "gpu", "tpu")] == [
+        "vmap", "vmap", "vmap", "map", "matmul", "matmul"]
+    assert train_model(cnn.model, "matmul").conv_impl == "im2col" and train_model(cnn.model, "map").conv_impl == "xla"
+    assert Program.build(cnn, 4, layout="matmul").model.conv_impl == "im2col"
+    assert Program.build(cnn, 1, layout="matmul").model.conv_impl == "xla"  # one run: as configured
+    with pytest.raises(ValueError, match="unknown layout 'grouped'"):
+        Program.build(cnn, 4, layout="grouped")
