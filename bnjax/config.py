@@ -67,6 +67,7 @@ class ModelConfig:
     groups: int = 4  # GroupNorm only
     renorm_warmup: int = 500  # Batch Renorm: steps with r_max=1, d_max=0
     renorm_ramp: int = 2000  # Batch Renorm: steps to relax to r_max=3, d_max=5
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters, optimiser state, BN statistics: float32)
 
     def __post_init__(self):
         _choice("model.arch", self.arch, models.ARCHS)
@@ -77,6 +78,7 @@ class ModelConfig:
         _choice("model.conv_impl", self.conv_impl, ("auto", "xla", "im2col"))
         _choice("model.padding", self.padding, ("same", "valid"))
         _choice("model.bn_variance", self.bn_variance, ("two_pass", "one_pass"))
+        _choice("model.dtype", self.dtype, tuple(models.DTYPES))
         for name in ("hidden", "channels", "kernels"):
             values = getattr(self, name)
             if not values or any(int(v) <= 0 for v in values):

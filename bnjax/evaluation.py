@@ -71,7 +71,7 @@ def probe_percentiles(model: nn.Module, variables: dict, x: Array, *, unit: int 
     flat = jax.tree_util.tree_flatten_with_path(coll[PROBES])[0]
     for path, value in flat:
         name = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path[:-2])
-        out[name] = jnp.percentile(value[..., unit].reshape(-1), jnp.asarray(qs))
+        out[name] = jnp.percentile(value[..., unit].reshape(-1).astype(jnp.float32), jnp.asarray(qs))
     return out
 
 

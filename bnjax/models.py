@@ -48,7 +48,10 @@ def _init(name: str, std: float) -> Callable[..., Array]:
 INITS = ("lecun_normal", "xavier_uniform", "normal", "torch")
 NORMS = ("none", "batch", "ghost", "renorm", "layer", "group")
 PLACEMENTS = ("before", "after")
-ARCHS = ("mlp", "convnet", "vgg")  # vgg: the ConvNet with a pool after every two convolutions
+ARCHS = ("mlp", "convnet", "vgg")
+#: Compute dtypes (``ModelConfig.dtype``): activations and matmuls; parameters, optimiser
+#: state and BN statistics are float32 either way.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # vgg: the ConvNet with a pool after every two convolutions
 
 
 def make_norm(
@@ -116,12 +119,12 @@ class _Block(nn.Module):
     def __call__(self, x: Array, train: bool) -> Array:
         before = self.norm is not None and self.placement == "before"
         h = self.layer(use_bias=not before, name="linear")(x)
-        if before:
-            h = self.norm(name="norm")(h, train)
+        if before:  # normalisers compute their statistics in float32; keep the block's dtype
+            h = self.norm(name="norm")(h, train).astype(h.dtype)
         self.sow(PROBES, "preact", h)
         h = self.activation(h)
         if self.norm is not None and self.placement == "after":
-            h = self.norm(name="norm")(h, train)
+            h = self.norm(name="norm")(h, train).astype(h.dtype)
         return h
 
 
@@ -136,17 +139,19 @@ class MLP(nn.Module):
     placement: str = "before"
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     dropout: float = 0.0
+    dtype: Any = jnp.float32  # activations and matmuls; parameters stay float32
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         """Args: x: (N, ...) images or features; train: batch statistics and dropout on.
-        Returns: (N, num_classes) logits."""
-        x = x.reshape((x.shape[0], -1))
+        Returns: (N, num_classes) float32 logits."""
+        x = x.reshape((x.shape[0], -1)).astype(self.dtype)
         for i, width in enumerate(self.hidden):
-            dense = partial(nn.Dense, width, kernel_init=self.kernel_init)
+            dense = partial(nn.Dense, width, kernel_init=self.kernel_init, dtype=self.dtype)
             x = _Block(dense, self.norm, self.placement, ACTIVATIONS[self.activation], name=f"block{i}")(x, train)
         x = nn.Dropout(self.dropout, deterministic=not train)(x) if self.dropout else x
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, dtype=self.dtype, name="head")(x).astype(
+            jnp.float32)
 
 
 class ConvNet(nn.Module):
@@ -169,11 +174,13 @@ class ConvNet(nn.Module):
     conv_impl: str = "auto"  # bnjax.conv: im2col on CPU, XLA's convolution elsewhere
     padding: str = "SAME"  # "VALID" as in the MNIST speedrun recipe
     pool_every: int = 1  # convolutions per 2x2 max-pool (2: VGG-style)
+    dtype: Any = jnp.float32  # activations, convolutions and matmuls; parameters stay float32
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         """Args: x: (N, H, W, C) or (N, H, W) images; train: batch statistics and dropout
-        on. Returns: (N, num_classes) logits."""
+        on. Returns: (N, num_classes) float32 logits."""
+        x = x.astype(self.dtype)  # bnjax.conv.Conv computes in its input's dtype
         if x.ndim == 3:
             x = x[..., None]
         self._check_size(x.shape)
@@ -191,10 +198,11 @@ class ConvNet(nn.Module):
             if pool:
                 x = window_max(x, 3) if grouped else max_pool(x, self.conv_impl)
         x = x.reshape((x.shape[0], -1))
-        dense = partial(nn.Dense, self.dense, kernel_init=self.kernel_init)
+        dense = partial(nn.Dense, self.dense, kernel_init=self.kernel_init, dtype=self.dtype)
         x = _Block(dense, self.norm, self.placement, act, name="fc")(x, train)
         x = nn.Dropout(self.dropout, deterministic=not train)(x) if self.dropout else x
-        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=self.kernel_init, dtype=self.dtype, name="head")(x).astype(
+            jnp.float32)
 
     def _check_size(self, shape: tuple[int, ...]) -> None:
         """Raise a ValueError naming the input shape if the stages shrink it below 1 pixel."""
@@ -225,7 +233,7 @@ def build_model(cfg: Any, *, axis_name: str | None = None) -> nn.Module:
     )
     common = dict(
         num_classes=cfg.num_classes, activation=cfg.activation, norm=norm, placement=cfg.placement,
-        kernel_init=_init(cfg.init, cfg.init_std), dropout=cfg.dropout,
+        kernel_init=_init(cfg.init, cfg.init_std), dropout=cfg.dropout, dtype=DTYPES[cfg.dtype],
     )
     if cfg.arch == "mlp":
         return MLP(hidden=tuple(cfg.hidden), **common)
