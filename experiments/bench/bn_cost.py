@@ -21,12 +21,14 @@ BASE = TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="ba
                    optim=OptimConfig(name="adam", learning_rate=1e-3), data=DataConfig(batch_size=256))
 
 
-def step_seconds(model_cfg: ModelConfig, x, y, steps: int, repeats: int) -> float:
+def step_seconds(model_cfg: ModelConfig, x, y, steps: int, repeats: int, *, batch: int = 256) -> float:
+    """Seconds per train step of ``model_cfg`` (Adam, a lax.scan of ``steps`` steps)."""
     model, tx = model_for(model_cfg), optimizer_for(BASE.optim, steps)
-    holder = [create_state(model, tx, x[:256], 0)]
+    holder = [create_state(model, tx, x[:batch], 0)]
 
     def run():
-        holder[0], m = compiled_chunk(holder[0], x, y, model=model, tx=tx, pipeline=(), batch_size=256, n_steps=steps)
+        holder[0], m = compiled_chunk(holder[0], x, y, model=model, tx=tx, pipeline=(), batch_size=batch,
+                                      n_steps=steps)
         jax.block_until_ready(m)
 
     return median_seconds(run, repeats=repeats) / steps

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.many import init_many, layout_for
+from bnjax.many import init_many, layout_for, train_model
 from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
 from bnjax.train import create_state
 from experiments.bench._timing import median_seconds, table
@@ -24,8 +24,13 @@ CNN = TrainConfig(model=ModelConfig(arch="convnet", norm="batch", activation="re
                   optim=OptimConfig(name="momentum", learning_rate=0.01), data=DataConfig(batch_size=60))
 
 
-def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data: bool) -> tuple[float, float]:
+def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data: bool,
+            layout: str | None = None) -> tuple[float, float]:
+    """Seconds for K runs of ``steps`` steps one after another and in one program (in
+    ``layout``, default `bnjax.many.layout_for`)."""
+    layout = layout or layout_for(cfg)
     model, tx = model_for(cfg.model), optimizer_for(cfg.optim, steps)
+    many_model = model_for(train_model(cfg.model, layout))
     b = cfg.data.batch_size
     one = [create_state(model, tx, x[:b], 0)]
 
@@ -34,11 +39,10 @@ def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data
             one[0], m = compiled_chunk(one[0], x, y, model=model, tx=tx, pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 
-    many = [init_many(model, tx, x[:b], list(range(k)))]
-    layout = layout_for(cfg)
+    many = [init_many(many_model, tx, x[:b], list(range(k)))]
 
     def together():
-        many[0], m = compiled_chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=model, tx=tx,
+        many[0], m = compiled_chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=many_model, tx=tx,
                                  pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 

@@ -79,33 +79,36 @@ def bnjax_trainer(ds, r: Recipe):
     return train
 
 
-def torch_trainer(ds, r: Recipe, *, threads: int):
-    """``train(seed) -> (seconds, test accuracy)`` for the PyTorch recipe (eager)."""
+def torch_trainer(ds, r: Recipe, *, threads: int, device: str = "cpu"):
+    """``train(seed) -> (seconds, test accuracy)`` for the PyTorch recipe (eager; the data
+    resident on ``device``)."""
     import torch
 
     torch.set_num_threads(threads)
-    xt = torch.from_numpy(ds.x_train.transpose(0, 3, 1, 2).copy())
-    yt = torch.from_numpy(ds.y_train).long()
-    xe = torch.from_numpy(ds.x_test.transpose(0, 3, 1, 2).copy())
-    ye = torch.from_numpy(ds.y_test).long()
+    xt = torch.from_numpy(ds.x_train.transpose(0, 3, 1, 2).copy()).to(device)
+    yt = torch.from_numpy(ds.y_train).long().to(device)
+    xe = torch.from_numpy(ds.x_test.transpose(0, 3, 1, 2).copy()).to(device)
+    ye = torch.from_numpy(ds.y_test).long().to(device)
     spe = len(xt) // r.batch
     steps = int(r.epochs * spe)
 
     def train(seed: int) -> tuple[float, float]:
         torch.manual_seed(seed)
-        net = torch_models.speedrun_cnn(r.bn, channels=r.channels, dense=r.dense)
+        net = torch_models.speedrun_cnn(r.bn, channels=r.channels, dense=r.dense).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=0.01, betas=(0.7, 0.9))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=steps)
         loss_fn = torch.nn.CrossEntropyLoss()
         t = time.perf_counter()
         for i in range(steps):
             if i % spe == 0:
-                perm = torch.randperm(len(xt))
+                perm = torch.randperm(len(xt), device=device)
             b = perm[(i % spe) * r.batch:(i % spe + 1) * r.batch]
             opt.zero_grad(set_to_none=True)
             loss_fn(net(xt[b]), yt[b]).backward()
             opt.step()
             sched.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
         seconds = time.perf_counter() - t
         net.eval()
         with torch.no_grad():

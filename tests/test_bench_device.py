@@ -1,0 +1,34 @@
+"""The accelerator benchmark script works before a device is lent: --smoke runs every part
+with tiny sizes and writes each part's JSON and the Markdown table."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_device_benchmark_smoke_writes_every_part(tmp_path):
+    out = tmp_path / "dev"
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench.device", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    parts = {name: json.load(open(out / f"{name}.json")) for name in ("env", "speedrun", "mlp", "convnet", "bn_cost")}
+    assert parts["env"]["backend"] == "cpu" and parts["env"]["jax"]
+    assert {r["recipe"] for r in parts["speedrun"]["rows"]} >= {"published", "fast"}
+    assert all(len(r["accuracy"]) == 2 and 0 <= min(r["accuracy"]) for r in parts["speedrun"]["rows"])
+    assert [m["k"] for m in parts["mlp"]["many"]] == [2, 4] and parts["mlp"]["scan_us_per_step"] > 0
+    assert [c["layout"] for c in parts["convnet"]["layouts"]] == ["map", "matmul", "vmap"]
+    assert all(c["gain_per_model"] > 0 for c in parts["convnet"]["layouts"])
+    assert set(parts["bn_cost"]["images_per_s"]) >= {"no BN", "BN two-pass", "BN one-pass", "BN two-pass, bfloat16"}
+    md = open(out / "RESULTS.md").read()
+    for heading in ("## speedrun", "## mlp", "## convnet", "## bn_cost"):
+        assert heading in md
+    assert "Command: `python -m experiments.bench.device --smoke" in md
+
+
+def test_device_benchmark_names_a_bad_data_source(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "experiments.bench.device", "--out", str(tmp_path), "--data",
+                           "npz:/nonexistent.npz"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "npz data file not found: /nonexistent.npz" in proc.stderr
