@@ -28,6 +28,33 @@ def arms_table(arms: Mapping[str, Mapping]) -> str:
                   "final training loss", "diverged"], rows)
 
 
+def reach_text(r: Mapping) -> str:
+    """Steps to a target over seeds (`bnjax.stats.reach_summary`): ``"1,200 [900–1,500],
+    3/3 seeds"``, or that the median seed (or every seed) never reached it."""
+    if not r["reached"]:
+        return f"not reached (0/{r['n']} seeds)"
+    med = "median not reached" if r["median"] == float("inf") else f"{r['median']:,.0f}"
+    return f"{med} [{r['min']:,}–{r['max']:,}], {r['reached']}/{r['n']} seeds"
+
+
+def _times(v: float) -> str:
+    return "∞" if v == float("inf") else f"{v:.2f}x"
+
+
+def ratio_text(x: tuple[float, float, float]) -> str:
+    """A speed-up and its CI (`bnjax.stats.speedup_ci`): ``"2.10x [1.50x–3.00x]"``."""
+    point, low, high = x
+    if not point or point != point:
+        return "—"
+    return f"{_times(point)} [{_times(low)}–{_times(high)}]" if low == low else _times(point)
+
+
+def pct_text(mean_std: tuple[float, float]) -> str:
+    """``"98.21 ± 0.05%"``, or "—" without values."""
+    text = fmt(*mean_std)
+    return "—" if text == "—" else text + "%"
+
+
 def relink(line: str, sub: str) -> str:
     """Prefix the relative image links of a line with ``sub/``."""
     return re.sub(r"!\[([^\]]*)\]\((?![a-z]+:|/)([^)]+)\)", lambda m: f"![{m[1]}]({sub}/{m[2]})", line)

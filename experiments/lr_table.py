@@ -94,40 +94,18 @@ def table(runs: dict, arm_stats: dict) -> dict:
     return {"target_val_accuracy": target, "rows": rows}
 
 
-def _steps(r: dict) -> str:
-    if not r["reached"]:
-        return f"not reached (0/{r['n']} seeds)"
-    med = "median not reached" if r["median"] == float("inf") else f"{r['median']:,.0f}"
-    return f"{med} [{r['min']:,}–{r['max']:,}], {r['reached']}/{r['n']} seeds"
-
-
-def _x(v: float) -> str:
-    return "∞" if v == float("inf") else f"{v:.2f}x"
-
-
-def _ratio(x: tuple[float, float, float]) -> str:
-    point, low, high = x
-    if not point or point != point:
-        return "—"
-    return f"{_x(point)} [{_x(low)}–{_x(high)}]" if low == low else _x(point)
-
-
 def table_lines(t: dict) -> list[str]:
     base_paper = PAPER["Baseline"][0]
     rows = []
     for arm, r in t["rows"].items():
         p_steps, p_acc = PAPER.get(arm, (None, None))
         rows.append([arm, f"{p_steps / 1e6:.1f}e6" if p_steps else "—", f"{p_acc}%" if p_acc else "—",
-                     f"{base_paper / p_steps:.1f}x" if p_steps else "—", _steps(r), _ratio(r["speedup_vs_baseline"]),
-                     _pct(r["selected_test_accuracy"]), stats.diverged_text(r["diverged_at"])])
+                     f"{base_paper / p_steps:.1f}x" if p_steps else "—", report.reach_text(r),
+                     report.ratio_text(r["speedup_vs_baseline"]),
+                     report.pct_text(r["selected_test_accuracy"]), stats.diverged_text(r["diverged_at"])])
     return [report.table(["arm", "paper: steps to 72.2%", "paper: max acc", "paper: speed-up",
                           "here: steps to target, median [range], seeds reached", "here: speed-up [95% CI]",
                           "here: test acc at best val step", "diverged"], rows), ""]
-
-
-def _pct(mean_std: tuple[float, float]) -> str:
-    text = stats.fmt(*mean_std)
-    return "—" if text == "—" else text + "%"
 
 
 def verdicts(r: dict) -> list[str]:
