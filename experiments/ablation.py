@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import plots, report, stats
+from bnjax import data, plots, report, stats
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -23,11 +23,11 @@ BN = {"model.norm": "batch"}
 SINGLE = ("+ Adam", "+ Xavier init", "+ BN")
 
 
-def base(quick: bool, data: str) -> TrainConfig:
+def base(quick: bool, source: str) -> TrainConfig:
     return TrainConfig(
         model=ModelConfig(arch="convnet", activation="relu", init="torch"),
         optim=OptimConfig(name="sgd", learning_rate=0.01),
-        data=DataConfig(source=data, batch_size=32 if quick else 60),
+        data=DataConfig(source=source, batch_size=32 if quick else 60),
         steps=400 if quick else 2_000, eval_every=25 if quick else 100, checkpoint_every=1_000)
 
 
@@ -39,7 +39,8 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     a = stats.summarize(runs)
-    plots.curves_figure(runs, os.path.join(workdir, "ablation.png"), title=f"Comparison of methods on the ConvNet ({s.data})")
+    plots.curves_figure(runs, os.path.join(workdir, "ablation.png"),
+                        title=f"Comparison of methods on the ConvNet ({data.label(s.data)})")
     lines = ["![ablation](ablation.png)", "", report.arms_table(a), ""]
     per = {arm: a[arm]["per_seed"] for arm in a}
     for arm in (*SINGLE, "Adam + Xavier + BN"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import plots, report, stats
+from bnjax import data, plots, report, stats
 from bnjax.config import TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli, fig1_mnist, placement
@@ -30,7 +30,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     conv = {k: v for k, v in runs.items() if not k.startswith(FIG1)}
     a = stats.summarize(conv)
     plots.curves_figure(conv, os.path.join(workdir, "normalization.png"),
-                        title=f"ConvNet with and without batch normalisation ({s.data})")
+                        title=f"ConvNet with and without batch normalisation ({data.label(s.data)})")
     lines = ["![with and without BN](normalization.png)", "", report.arms_table(a), ""]
     w, wo = a["with BN"]["curves"]["test_accuracy"], a["without BN"]["curves"]["test_accuracy"]
     above = sum(x > y for x, y in zip(w["mean"], wo["mean"], strict=False))

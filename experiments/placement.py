@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import plots, report, stats
+from bnjax import data, plots, report, stats
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -21,17 +21,17 @@ from experiments import _cli
 NETS = ("MLP", "ConvNet")
 
 
-def bases(quick: bool, data: str) -> dict[str, TrainConfig]:
+def bases(quick: bool, source: str) -> dict[str, TrainConfig]:
     """The MLP (Figure 1 setting, shorter) and the ConvNet (SGD + momentum)."""
     mlp = TrainConfig(
         model=ModelConfig(arch="mlp", activation="sigmoid", init="normal", init_std=0.05),
         optim=OptimConfig(name="sgd", learning_rate=0.1),
-        data=DataConfig(source=data, batch_size=60),
+        data=DataConfig(source=source, batch_size=60),
         steps=2_000 if quick else 10_000, eval_every=100 if quick else 250, checkpoint_every=2_500)
     cnn = TrainConfig(
         model=ModelConfig(arch="convnet", activation="relu", init="lecun_normal"),
         optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9),
-        data=DataConfig(source=data, batch_size=32 if quick else 60),
+        data=DataConfig(source=source, batch_size=32 if quick else 60),
         steps=600 if quick else 3_000, eval_every=50 if quick else 100, checkpoint_every=1_000)
     return {"MLP": mlp, "ConvNet": cnn}
 
@@ -52,7 +52,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
         figures[net] = f"placement_{net.lower()}.png"
         plots.curves_figure({k: v for k, v in runs.items() if k.startswith(f"{net} ")},
                             os.path.join(workdir, figures[net]),
-                            title=f"{net}: BN before vs after the nonlinearity ({s.data})")
+                            title=f"{net}: BN before vs after the nonlinearity ({data.label(s.data)})")
     lines = ["The lecture shows BN inserted before the nonlinearity (A, as the BN paper does: "
              "`z = g(BN(Wu))`) and after it (B). Same optimiser and schedule for every arm.", ""]
     lines += [f"![{net}]({f})" for net, f in figures.items()] + ["", report.arms_table(a), ""]
