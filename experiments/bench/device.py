@@ -184,8 +184,13 @@ def main(argv=None) -> None:
     p.add_argument("--data", default="mnist", help="speedrun data (default: mnist; on a machine without network "
                                                    "npz:PATH); --smoke uses random 28x28 arrays")
     p.add_argument("--smoke", action="store_true", help="every part with tiny sizes (checks the script, not speed)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default: 3; smoke 1)")
     args = p.parse_args(argv)
     z = SMOKE if args.smoke else FULL
+    if args.repeats is not None:
+        if args.repeats < 1:
+            p.error(f"--repeats must be >= 1, got {args.repeats}")
+        z = dataclasses.replace(z, repeats=args.repeats)
     os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
