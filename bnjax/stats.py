@@ -153,6 +153,16 @@ def columns(cols: Sequence[Sequence[float]]) -> np.ndarray:
     return np.asarray([list(c) + [math.nan] * (n - len(c)) for c in cols], float).T.reshape(n, len(cols))
 
 
+def setting_matrices(cols: Sequence[Sequence[Run]]) -> dict:
+    """A sweep's results: for runs grouped by setting (one list of seeds per setting),
+    (seeds, settings) arrays of the final validation and test accuracy (`final`, so a
+    diverged seed scores chance) and the count of diverged seeds per setting."""
+    out = {metric: columns([[final(r, metric) for r in rs] for rs in cols])
+           for metric in ("val_accuracy", "test_accuracy")}
+    out["diverged"] = [sum(r.diverged_at is not None for r in rs) for rs in cols]
+    return out
+
+
 def first_reach(steps: Sequence[int], values: Sequence[float], threshold: float) -> int | None:
     """The first step whose value is >= threshold (None if never)."""
     for s, v in zip(steps, values, strict=True):

@@ -62,9 +62,8 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     ds = depths(s.quick)
-    m = {norm: {metric: stats.columns([[stats.final(r, metric) for r in runs[arm(norm, d)]] for d in ds])
-                for metric in ("val_accuracy", "test_accuracy")} for norm in NORMS}
-    div = {norm: [sum(r.diverged_at is not None for r in runs[arm(norm, d)]) for d in ds] for norm in NORMS}
+    m = {norm: stats.setting_matrices([runs[arm(norm, d)] for d in ds]) for norm in NORMS}
+    div = {norm: m[norm]["diverged"] for norm in NORMS}
     panels = {"sigmoid MLP, 100 units per layer": {
         f"{norm} ({split})": {"x": ds, "values": m[norm][f"{split}_accuracy"],
                               "diverged": div[norm] if split == "test" else [], "color": COLORS[norm], "linestyle": "-" if split == "test" else "--"}

@@ -76,15 +76,8 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 
 def matrices(runs: dict, net: str, ms: tuple[float, ...]) -> dict:
-    """Per normalisation: (seeds, multipliers) arrays of final validation and test accuracy,
-    and the count of diverged seeds per multiplier."""
-    out = {}
-    for norm in NORMS:
-        cols = [runs[arm(net, norm, m)] for m in ms]
-        out[norm] = {metric: stats.columns([[stats.final(r, metric) for r in rs] for rs in cols])
-                     for metric in ("val_accuracy", "test_accuracy")}
-        out[norm]["diverged"] = [sum(r.diverged_at is not None for r in rs) for rs in cols]
-    return out
+    """Per normalisation, `bnjax.stats.setting_matrices` over the rate multipliers."""
+    return {norm: stats.setting_matrices([runs[arm(net, norm, m)] for m in ms]) for norm in NORMS}
 
 
 def claims(net: str, m: dict, ms: tuple[float, ...]) -> list[str]:
