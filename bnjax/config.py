@@ -174,9 +174,13 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. ``steps`` optimiser steps; evaluation on the test split every
-    ``eval_every`` steps; checkpoints every ``checkpoint_every`` steps (0: at each
-    evaluation), the last ``keep_checkpoints`` kept plus the best by test accuracy."""
+    """One training run. ``steps`` optimiser steps; evaluation every ``eval_every`` steps
+    on the validation split (which selects), and on the test split where it is reported:
+    at the end and at the validation-selected evaluation, or at every evaluation with
+    ``test_curve`` (a test-accuracy curve, as the BN paper's Figure 1 plots; also when
+    there is no validation split). Checkpoints every ``checkpoint_every`` steps (0: at
+    each evaluation), the last ``keep_checkpoints`` kept plus the best by validation
+    accuracy."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -187,7 +191,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     probe_unit: int = 0  # which unit's pre-activation percentiles are recorded
-    probe_examples: int = 1000  # test examples used by the probes
+    probe_examples: int = 0  # test examples the BN-paper probes run on at each evaluation (0: no probes)
+    test_curve: bool = False  # evaluate the test split at every evaluation (else: at the end and the selected one)
     population_stats_batches: int = 0  # >0: recompute BN statistics at the end (Algorithm 2)
 
     def __post_init__(self):
@@ -197,7 +202,7 @@ class TrainConfig:
         _positive("checkpoint_every", self.checkpoint_every, allow_zero=True)
         _positive("keep_checkpoints", self.keep_checkpoints)
         _positive("probe_unit", self.probe_unit, allow_zero=True)
-        _positive("probe_examples", self.probe_examples)
+        _positive("probe_examples", self.probe_examples, allow_zero=True)
         _positive("population_stats_batches", self.population_stats_batches, allow_zero=True)
         if self.model.norm == "ghost" and self.data.batch_size % self.model.virtual_batch_size:
             raise ConfigError("model.virtual_batch_size",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from bnjax import pool as pool_lib
 from bnjax import runlog
 from bnjax.config import ConfigError, TrainConfig
 from bnjax.stats import Run
+from bnjax.timing import Phases
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Settings:
       overrides: dotted config field -> value, applied to every arm (``--model.norm batch``).
       pool: the run pool (default WORKDIR/runs).
       options: experiment-specific values (defaults in `Experiment.options`).
+      reanalyze: read the finished runs' records from the pool instead of training (no
+        data loaded; a missing run is an error) and keep figures of the data as they are.
     """
 
     workdir: str
@@ -49,6 +53,7 @@ class Settings:
     overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     pool: str | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    reanalyze: bool = False
 
     def __post_init__(self):
         if self.seeds is not None and self.seeds < 1:
@@ -111,18 +116,43 @@ def default_seeds(cfg: TrainConfig) -> int:
 
 
 def run_experiment(exp: Experiment, settings: Settings) -> dict:
-    """Train the experiment's arms through the pool and analyse them; writes and returns
-    ``WORKDIR/results.json`` (the analysis, the run directories it used and the wall
-    time of the training it did)."""
+    """Train the experiment's arms through the pool (or, with ``settings.reanalyze``, read
+    their recorded runs) and analyse them.
+
+    Returns:
+      The analysis, the run directories it used and the wall time of this invocation's
+      training (``train_wall_s``); its ``"report"`` lines hold `bnjax.verdicts.Verdict`
+      values until `bnjax.report.finalize` renders them; then `write_results`.
+    Raises:
+      bnjax.pool.MissingRunsError: re-analysing with runs missing from the pool.
+    """
     arms = build_arms(exp, settings)
     os.makedirs(settings.workdir, exist_ok=True)
     timing: dict = {}
+    phases = Phases()
     seeds = {arm: range(settings.seeds or default_seeds(cfg)) for arm, cfg in arms.items()}
-    runs = pool_lib.run_arms(arms, seeds, settings.pool or os.path.join(settings.workdir, "runs"),
-                             runs=settings.runs, stale=settings.stale, progress=settings.progress,
-                             steps=settings.steps, timing=timing)
+    pool = settings.pool or os.path.join(settings.workdir, "runs")
+    t0 = time.perf_counter()
+    if settings.reanalyze:
+        runs = pool_lib.read_runs(arms, seeds, pool, steps=settings.steps)
+    else:
+        runs = pool_lib.run_arms(arms, seeds, pool, runs=settings.runs, stale=settings.stale,
+                                 progress=settings.progress, steps=settings.steps, timing=timing, phases=phases)
+    t1 = time.perf_counter()
     results = exp.analyze(runs, settings.workdir, settings)
     results["run_dirs"] = sorted({r.workdir for rs in runs.values() for r in rs if r.workdir})
     results["train_wall_s"] = timing.get("train_wall_s", 0.0)  # this invocation's training calls
-    runlog.write_json(os.path.join(settings.workdir, "results.json"), results)
+    # where this invocation's time went: the pool's and the driver's phases, the rest of
+    # getting the runs (staleness checks, reading finished runs back), and the analysis
+    results["time_s"] = {**phases.seconds, "pool": max(t1 - t0 - phases.total(), 0.0),
+                         "analysis": time.perf_counter() - t1}
     return results
+
+
+def write_results(results: Mapping[str, Any], workdir: str) -> str:
+    """Write ``WORKDIR/results.json`` (rendered by `bnjax.report.finalize`), run
+    directories relative to the workdir so a results folder can move."""
+    out = {**results, "run_dirs": [os.path.relpath(d, workdir) for d in results["run_dirs"]]}
+    path = os.path.join(workdir, "results.json")
+    runlog.write_json(path, out)
+    return path

@@ -32,7 +32,8 @@ from bnjax import data as data_lib
 from bnjax import many, parallel, runlog
 from bnjax.config import TrainConfig
 from bnjax.programs import RUN_AXES, Program, program_key
-from bnjax.record import RunRecord, evaluation_record, population_stats, probe_inputs, summary
+from bnjax.record import RunRecord, evaluation_record, population_stats, probe_inputs, summary, test_at_best
+from bnjax.timing import Phases
 from bnjax.train import TrainState
 
 
@@ -49,7 +50,7 @@ class RunResult:
 def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str | None] | None = None, *,
         dataset: data_lib.Dataset | None = None, device_data: dict | None = None, progress: bool = True,
         desc: str = "", mesh: Any = None, layout: str | None = None, share_data: bool = False,
-        runs: str | None = None) -> RunResult | list[RunResult]:
+        runs: str | None = None, phases: Phases | None = None) -> RunResult | list[RunResult]:
     """Train one run, or several runs in one compiled program.
 
     Args:
@@ -64,6 +65,7 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
       layout: one of `bnjax.many.LAYOUTS` for several runs (default `bnjax.many.layout_for`).
       share_data: several runs train on the first run's batches (`bnjax.many.train_chunk_many`).
       runs: how the caller trains runs ("together", "sequential"), recorded in meta.json.
+      phases: a `bnjax.timing.Phases` that accumulates where this call's time goes.
     Returns:
       A `RunResult` for one config, a list of them for a list.
     Raises:
@@ -71,25 +73,29 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
       ValueError: configs that cannot share a program, or data that do not fit the model.
     """
     t0 = time.perf_counter()
+    phases = phases if phases is not None else Phases()
     single = isinstance(cfgs, TrainConfig)
     cfg_list = [cfgs] if single else list(cfgs)
     dirs = _workdirs(workdirs, len(cfg_list), single)
     base = _check_group(cfg_list, mesh)
-    ds = dataset if dataset is not None else load_dataset(base)
-    dev = device_data if device_data is not None else data_lib.to_device(ds)
+    with phases.of("data"):
+        ds = dataset if dataset is not None else load_dataset(base)
+        dev = device_data if device_data is not None else data_lib.to_device(ds)
     _check_data(base, ds, dev)
     records = _open(cfg_list, dirs)
     try:
-        _record_meta(records, ds, dev, runs)
-        sharding = parallel.batch_sharding(mesh) if mesh is not None else None
-        program = Program.build(base, len(cfg_list), layout=layout, share_data=share_data, sharding=sharding)
-        states, pending = _restore(records, program, program.init(cfg_list, dev["x_train"][: base.data.batch_size]))
-        if mesh is not None:
-            states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
+        with phases.of("setup"):
+            _record_meta(records, ds, dev, runs)
+            sharding = parallel.batch_sharding(mesh) if mesh is not None else None
+            program = Program.build(base, len(cfg_list), layout=layout, share_data=share_data, sharding=sharding)
+            states, pending = _restore(records, program,
+                                       program.init(cfg_list, dev["x_train"][: base.data.batch_size]))
+            if mesh is not None:
+                states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
         bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
                    desc=desc or (base.model.arch if single else f"{len(cfg_list)} runs"), unit="step", leave=False,
                    dynamic_ncols=True)
-        clock = _Clock(records, t0)
+        clock = _Clock(records, t0, phases)
         try:
             states = _train(program, records, states, dev, probe_inputs(base, dev), bar, clock, pending)
         finally:
@@ -271,7 +277,9 @@ def _train(program: Program, records: list[RunRecord], states: Any, dev: dict, p
                 continue
             if stop.raised:
                 raise KeyboardInterrupt
-            states, metrics = program.chunk(states, dev, mark - step)
+            with clock.phases.of("train"):  # the boundary syncs on these metrics anyway: wait for them here
+                states, metrics = program.chunk(states, dev, mark - step)
+                jax.block_until_ready(metrics)
             pending.append(metrics)
             bar.update(mark - step)
             step = mark
@@ -305,10 +313,13 @@ def _boundary(program, records, states, dev, probe_x, pending, step, is_eval, is
             continue
         state = program.state(states, i)
         if is_eval:
-            rec.log(evaluation_record(rec.cfg, program.eval_model, state, dev, probe_x, step, losses[i], accs[i],
-                                      rec.seconds))
+            with clock.phases.of("eval"):
+                rec.log(evaluation_record(rec.cfg, program.eval_model, state, dev, probe_x, step, losses[i], accs[i],
+                                          rec.seconds))
+                rec.track_best(rec.history[-1], state)
         if is_ckpt:
-            rec.save(step, state, partial=None if is_eval else {"loss": losses[i], "accuracy": accs[i]})
+            with clock.phases.of("checkpoint"):
+                rec.save(step, state, partial=None if is_eval else {"loss": losses[i], "accuracy": accs[i]})
 
 
 def _save_interrupted(program: Program, records: list[RunRecord], states: Any, step: int,
@@ -328,17 +339,24 @@ def _save_interrupted(program: Program, records: list[RunRecord], states: Any, s
 
 
 def _finish(program: Program, records: list[RunRecord], states: Any, dev: dict, clock: _Clock) -> list[RunResult]:
-    """Population statistics, pending checkpoint writes, then each run's summary (its
-    time covers the whole call: setup, training, evaluations and this)."""
+    """The test accuracy of each run's validation-selected evaluation, population
+    statistics, pending checkpoint writes, then each run's summary (its time covers the
+    whole call: setup, training, evaluations and this)."""
     finals, pop = [], []
     for i, rec in enumerate(records):
         state, acc = program.state(states, i), None
-        if rec.cfg.population_stats_batches and rec.live and state.batch_stats:
-            state, acc = population_stats(rec.cfg, program.eval_model, state, dev)
+        with clock.phases.of("eval"):
+            rec.test_at_best = test_at_best(rec, program.eval_model, dev, state)
+            if rec.best is not None:
+                rec.best["variables"] = None  # free them
+        with clock.phases.of("finish"):
+            if rec.cfg.population_stats_batches and rec.live and state.batch_stats:
+                state, acc = population_stats(rec.cfg, program.eval_model, state, dev)
         finals.append(state)
         pop.append(acc)
-    for rec in records:
-        rec.wait()
+    with clock.phases.of("checkpoint"):
+        for rec in records:
+            rec.wait()
     clock.tick(everyone=True)
     out = []
     for rec, state, acc in zip(records, finals, pop, strict=True):
@@ -355,8 +373,8 @@ class _Clock:
     """Divides the wall time between two ticks equally among the live runs (or, with
     ``everyone``, among all runs)."""
 
-    def __init__(self, records: list[RunRecord], t0: float):
-        self.records, self.t = records, t0
+    def __init__(self, records: list[RunRecord], t0: float, phases: Phases):
+        self.records, self.t, self.phases = records, t0, phases
 
     def tick(self, *, everyone: bool = False) -> None:
         now = time.perf_counter()

@@ -20,16 +20,25 @@ LABELS = {
 
 
 def band(ax, runs: Sequence[Run], metric: str, label: str, **kw) -> None:
-    """Mean over seeds as a line, ±1 std as a shaded band; marks divergence with an x."""
+    """Mean over seeds as a line, ±1 std as a shaded band (an accuracy's band clipped to
+    [0, 1]: bimodal seeds must not draw it past what accuracy allows); marks divergence
+    with an x."""
     steps, mean, std = curve(runs, metric)
     n = len(runs)
     (line,) = ax.plot(steps, mean, label=f"{label} (n={n} seeds)", **kw)
-    ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.fill_between(steps, *_band_limits(mean, std, metric), color=line.get_color(), alpha=0.2, linewidth=0)
     for run in runs:
         div = run.summary.get("diverged_at")
         if div is not None:
             ax.axvline(div, color=line.get_color(), linestyle=":", alpha=0.6)
             ax.plot([div], [ax.get_ylim()[1]], marker="x", color=line.get_color())
+
+
+def _band_limits(mean: np.ndarray, std: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    low, high = mean - std, mean + std
+    if metric.endswith("accuracy"):
+        low, high = np.clip(low, 0.0, 1.0), np.clip(high, 0.0, 1.0)
+    return low, high
 
 
 def curves_figure(arms: Mapping[str, Sequence[Run]], path: str, *, title: str,
@@ -133,7 +142,8 @@ def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title
       panels: panel title -> line label -> ``{"x": settings, "values": (seeds, settings)
         per-seed values, "diverged": per-setting count of diverged seeds, "color": ...,
         "linestyle": ...}``.
-      chance: draws a dotted line at chance accuracy if given.
+      chance: draws a dotted line at chance accuracy if given (the runs' own:
+        `bnjax.stats.chance_of`, never a constant).
     Returns:
       ``path``.
     """
@@ -144,7 +154,8 @@ def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title
             mean, std = np.nanmean(v, axis=0), np.nanstd(v, axis=0)
             ax.plot(x, mean, marker="o", markersize=4, label=f"{label} (n={v.shape[0]} seeds)",
                     color=line.get("color"), linestyle=line.get("linestyle", "-"))
-            ax.fill_between(x, mean - std, mean + std, color=line.get("color"), alpha=0.15, linewidth=0)
+            ax.fill_between(x, *_band_limits(mean, std, "accuracy"), color=line.get("color"), alpha=0.15,
+                            linewidth=0)
             for xi, mi, k in zip(x, mean, line.get("diverged") or [0] * len(x), strict=True):
                 if k:
                     ax.plot([xi], [mi], marker="x", markersize=10, color=line.get("color"), linestyle="none")

@@ -33,9 +33,20 @@ from bnjax.config import TrainConfig
 from bnjax.loop import fit, load_dataset
 from bnjax.programs import program_key
 from bnjax.stats import Run
+from bnjax.timing import Phases
 
 RUNS_MODES = ("auto", "together", "sequential")
 STALE_POLICIES = ("retrain", "refuse")
+
+
+class MissingRunsError(RuntimeError):
+    """Runs an analysis needs are not in the pool (re-rendering a report without
+    training); ``missing`` lists each as ``"arm seed S: run directory"``."""
+
+    def __init__(self, missing: Sequence[str]):
+        super().__init__(f"{len(missing)} run(s) are missing from the pool, so the report cannot be re-rendered "
+                         "without training:\n" + "\n".join(f"  {m}" for m in missing))
+        self.missing = list(missing)
 
 
 class StaleRunError(RuntimeError):
@@ -112,7 +123,7 @@ class _Cell:
 def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
              runs: str = "sequential",
              stale: str = "retrain", progress: bool = True, steps: int | None = None,
-             timing: dict | None = None) -> dict[str, list[Run]]:
+             timing: dict | None = None, phases: Phases | None = None) -> dict[str, list[Run]]:
     """Train every arm with every seed in the pool; finished runs that match are read back.
 
     Args:
@@ -127,6 +138,8 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
       steps: if given, every arm runs this many steps (smoke tests, short trials).
       timing: if given, ``timing["train_wall_s"]`` is increased by the wall time of the
         training calls (to check the runs' recorded times against).
+      phases: a `bnjax.timing.Phases` that accumulates where the time goes (data loading
+        and fingerprints here, the rest in `bnjax.loop.fit`).
     Returns:
       arm -> list of `bnjax.stats.Run`, one per seed.
     Raises:
@@ -137,7 +150,9 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     mode = resolve_runs(runs)
     per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
     cells = [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
-    datasets = _datasets(cells)
+    phases = phases if phases is not None else Phases()
+    with phases.of("data"):
+        datasets = _datasets(cells)
     done, todo = _sort_out(cells, datasets, stale)
     groups: dict = {}
     for cell in todo:  # one program per group when training together, else one per run
@@ -145,13 +160,14 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     k = len(done)
     for group in groups.values():
         ds = datasets[_data_key(group[0].cfg)]
-        dev = data_lib.to_device(ds)
+        with phases.of("data"):
+            dev = data_lib.to_device(ds)
         names = ", ".join(sorted({c.arm for c in group}))
         desc = (f"[{k + 1}-{k + len(group)}/{len(cells)}] {names}" if len(group) > 1 else
                 f"[{k + 1}/{len(cells)}] {group[0].arm} seed {group[0].cfg.seed}")
         t0 = time.perf_counter()
         results = fit([c.cfg for c in group], [c.rdir for c in group], dataset=ds, device_data=dev,
-                      progress=progress, desc=desc, runs=mode)
+                      progress=progress, desc=desc, runs=mode, phases=phases)
         if timing is not None:
             timing["train_wall_s"] = timing.get("train_wall_s", 0.0) + time.perf_counter() - t0
         for c, res in zip(group, results, strict=True):
@@ -161,6 +177,28 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     out: dict[str, list[Run]] = {}
     for c in cells:
         out.setdefault(c.arm, []).append(done[c.rdir])
+    return out
+
+
+def read_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
+              steps: int | None = None) -> dict[str, list[Run]]:
+    """The finished runs of every arm and seed, read from the pool's records
+    (``config.json``, ``metrics.jsonl``, ``results.json``) without loading data, training
+    or checking staleness: for re-rendering a report from committed run records.
+
+    Raises:
+      MissingRunsError: listing every run that has no finished record, before reading any.
+    """
+    per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
+    cells = [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
+    missing = [f"{c.arm} seed {c.cfg.seed}: {c.rdir}" for c in cells
+               if not os.path.exists(os.path.join(c.rdir, "results.json"))]
+    if missing:
+        raise MissingRunsError(missing)
+    out: dict[str, list[Run]] = {}
+    for c in cells:
+        out.setdefault(c.arm, []).append(Run(c.arm, c.cfg.seed, c.cfg, runlog.read_metrics(c.rdir),
+                                             runlog.read_json(os.path.join(c.rdir, "results.json")), c.rdir))
     return out
 
 

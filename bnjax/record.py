@@ -10,6 +10,8 @@ import math
 import os
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bnjax import runlog
@@ -38,6 +40,8 @@ class RunRecord:
     diverged_at: int | None = None
     seconds: float = 0.0
     lock: runlog.RunLock | None = None
+    best: dict | None = None  # the validation-selected evaluation: step, val_accuracy, and its variables (device)
+    test_at_best: float | None = None
 
     @classmethod
     def open(cls, cfg: TrainConfig, workdir: str | None) -> RunRecord:
@@ -67,6 +71,10 @@ class RunRecord:
             return None
         self.history = runlog.read_metrics(self.workdir, up_to_step=step) if step else []
         runlog.rewrite_metrics(self.workdir, self.history)
+        vals = [r for r in self.history if "val_accuracy" in r]
+        if vals:  # its variables are read back from its checkpoint at the end, if one was kept
+            top = max(vals, key=lambda r: r["val_accuracy"])
+            self.best = {"step": top["step"], "val_accuracy": top["val_accuracy"], "variables": None}
         self.seconds = self.history[-1].get("elapsed_s", 0.0) if self.history else 0.0
         part = self._partials().get(str(step))
         return {k: np.asarray(part[k], np.float32) for k in ("loss", "accuracy")} if step and part else None
@@ -80,6 +88,14 @@ class RunRecord:
         self.history.append(rec)
         if self.workdir:
             runlog.append_metrics(self.workdir, rec)
+
+    def track_best(self, rec: dict, state: TrainState) -> None:
+        """Keep the variables of the evaluation with the highest validation accuracy (the
+        first maximum), so its test accuracy can be measured once, at the end, instead
+        of the test split at every evaluation."""
+        if "val_accuracy" in rec and (self.best is None or rec["val_accuracy"] > self.best["val_accuracy"]):
+            self.best = {"step": rec["step"], "val_accuracy": rec["val_accuracy"],
+                         "variables": jax.tree.map(jnp.copy, state.variables)}
 
     def diverge(self, at: int, step: int) -> None:
         self.diverged_at = at
@@ -119,50 +135,92 @@ class RunRecord:
 
 
 def probe_inputs(cfg: TrainConfig, dev: dict) -> Any:
-    """The test images the internal-covariate-shift probes run on."""
+    """The test images the internal-covariate-shift probes run on (None: no probes)."""
+    if not cfg.probe_examples:
+        return None
     n_probe = min(cfg.probe_examples, dev["x_test"].shape[0])
     if cfg.model.norm == "ghost":  # the probe runs the normaliser in training mode: whole virtual batches
         n_probe = max(n_probe // cfg.model.virtual_batch_size, 1) * cfg.model.virtual_batch_size
     return dev["x_test"][:n_probe]
 
 
+def tests_at(cfg: TrainConfig, dev: dict, step: int) -> bool:
+    """Whether the evaluation after ``step`` measures the test split: with ``test_curve``,
+    without a validation split (nothing else to draw), and at the end."""
+    return cfg.test_curve or not dev["x_val"].shape[0] or step == cfg.steps
+
+
 def evaluation_record(cfg: TrainConfig, model: Any, state: TrainState, dev: dict, probe_x: Any, step: int,
                       losses: np.ndarray, accs: np.ndarray, elapsed: float) -> dict:
     """One line of ``metrics.jsonl``: the training loss and accuracy averaged over the
     ``train_steps`` steps since the last evaluation (carried over a resume when the
-    checkpoint kept them), validation (when there is a split) and test loss and
-    accuracy, probe percentiles."""
+    checkpoint kept them), validation loss and accuracy (when there is a split), test
+    loss and accuracy where `tests_at` says so, probe percentiles (when
+    ``probe_examples``). One host sync for all of them."""
     bs = cfg.data.eval_batch_size
-    splits = {"test": evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=bs)}
+    splits = {}
     if dev["x_val"].shape[0]:
         splits["val"] = evaluate(model, state.variables, dev["x_val"], dev["y_val"], batch_size=bs)
-    probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS)
+    if tests_at(cfg, dev, step):
+        splits["test"] = evaluate(model, state.variables, dev["x_test"], dev["y_test"], batch_size=bs)
+    probes = probe_percentiles(model, state.variables, probe_x, unit=cfg.probe_unit, qs=PROBE_QS) \
+        if probe_x is not None else None
     out = fetch({"splits": splits, "probes": probes})
     rec = {"step": step, "train_loss": float(losses.mean()), "train_accuracy": float(accs.mean()),
            "train_steps": int(losses.size)}
-    for split, m in out["splits"].items():
+    for split, m in sorted(out["splits"].items(), key=lambda kv: kv[0] != "test"):  # test first, as before
         rec[f"{split}_loss"], rec[f"{split}_accuracy"] = m["loss"], m["accuracy"]
-    return {**rec, "probes": out["probes"], "probe_qs": list(PROBE_QS), "elapsed_s": round(elapsed, 3)}
+    if probes is not None:
+        rec |= {"probes": out["probes"], "probe_qs": list(PROBE_QS)}
+    return {**rec, "elapsed_s": round(elapsed, 3)}
+
+
+def test_at_best(rec: RunRecord, model: Any, dev: dict, template: TrainState) -> float:
+    """Test accuracy of the validation-selected evaluation: read from the history when
+    that evaluation measured it, else measured now on the kept variables (or on its
+    checkpoint after a resume); NaN when neither is there."""
+    if rec.best is None:
+        return math.nan
+    logged = [r["test_accuracy"] for r in rec.history if r.get("step") == rec.best["step"] and "test_accuracy" in r]
+    if logged:
+        return logged[0]
+    variables = rec.best["variables"]
+    if variables is None and rec.store is not None and rec.best["step"] in rec.store.steps():
+        variables = rec.store.restore(rec.best["step"], template).variables
+    if variables is None:
+        return math.nan
+    acc = evaluate(model, variables, dev["x_test"], dev["y_test"], batch_size=rec.cfg.data.eval_batch_size)
+    return float(acc["accuracy"])
 
 
 def summary(rec: RunRecord, group_size: int) -> dict:
-    """``results.json`` of a run: the final evaluation, the evaluation selected by
-    validation accuracy (``best_step``, the first maximum; the final one when there is no
-    validation split: nothing is ever selected on the test split) with its test accuracy,
-    divergence, and the run's share of the training time (``train_seconds``) in a group
-    of ``group_size``."""
-    evals = [r for r in rec.history if "test_accuracy" in r]
-    final = evals[-1] if evals else {}
-    best = max(evals, key=lambda r: r.get("val_accuracy", -1.0)) if evals and "val_accuracy" in final else final
+    """``results.json`` of a run.
+
+    ``final_test_accuracy`` follows the project's one rule: chance (1 / classes) for a
+    run that diverged, else the test accuracy at the end; ``last_evaluated_*`` are the
+    last evaluation's values (for a diverged run, before it diverged), ``final_step`` its
+    step. ``best_step`` is the evaluation selected by validation accuracy (the first
+    maximum; the final one when there is no validation split: nothing is ever selected on
+    the test split), ``test_accuracy_at_best`` its test accuracy (`test_at_best`). Also
+    divergence and the run's share of the training time (``train_seconds``) in a group of
+    ``group_size``."""
+    evals = [r for r in rec.history if "val_accuracy" in r or "test_accuracy" in r]
+    last = evals[-1] if evals else {}
     nan = math.nan
+    if rec.best is not None:
+        best = {"step": rec.best["step"], "val_accuracy": rec.best["val_accuracy"], "test_accuracy": rec.test_at_best}
+    else:
+        best = {"step": last.get("step"), "test_accuracy": last.get("test_accuracy", nan)}
+    chance = 1.0 / rec.cfg.model.num_classes
     return {
         "steps": rec.cfg.steps,
         "seed": rec.cfg.seed,
         "diverged_at": rec.diverged_at,
-        "final_step": final.get("step", 0),
-        "final_test_accuracy": final.get("test_accuracy", nan),
-        "final_val_accuracy": final.get("val_accuracy", nan),
-        "final_train_loss": final.get("train_loss", nan),
+        "final_step": last.get("step", 0),
+        "final_test_accuracy": chance if rec.diverged_at is not None else last.get("test_accuracy", nan),
+        "last_evaluated_test_accuracy": last.get("test_accuracy", nan),
+        "last_evaluated_val_accuracy": last.get("val_accuracy", nan),
+        "last_evaluated_train_loss": last.get("train_loss", nan),
         "best_step": best.get("step"),
         "best_val_accuracy": best.get("val_accuracy", nan),
         "test_accuracy_at_best": best.get("test_accuracy", nan),

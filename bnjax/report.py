@@ -1,14 +1,17 @@
 """The reproduction report: Markdown helpers and the writer. Each experiment's analysis
-writes its own section (arm names, paper numbers and verdicts come from the experiment);
-this module only formats tables and puts the sections together. Imports only
-`bnjax.stats`."""
+writes its own section (arm names, paper numbers and verdicts come from the experiment):
+lines of Markdown and `bnjax.verdicts.Verdict` values, which `finalize` renders after
+the false-discovery-rate control over the whole report. This module only formats and
+puts the sections together. Imports only `bnjax.stats` and `bnjax.verdicts`."""
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from bnjax.stats import diverged_text, fmt
+from bnjax.verdicts import FDR_Q, RULES, Verdict, control_fdr
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -23,7 +26,8 @@ def arms_table(arms: Mapping[str, Mapping]) -> str:
     training loss and divergence of each arm, mean ± std over n seeds (the per-arm
     summaries of `bnjax.stats.summarize`)."""
     rows = [[arm, str(len(a["seeds"])), fmt(*a["final_test_accuracy"]), fmt(*a["selected_test_accuracy"]),
-             fmt(*a["final_train_loss"], pct=False), diverged_text(a["diverged_at"])] for arm, a in arms.items()]
+             fmt(*a["final_train_loss"], pct=False), diverged_text(a["diverged_at"], a.get("at_chance", 0))]
+            for arm, a in arms.items()]
     return table(["arm", "n", "final test accuracy %", "test accuracy % at best validation step",
                   "final training loss", "diverged"], rows)
 
@@ -41,12 +45,12 @@ def _times(v: float) -> str:
     return "∞" if v == float("inf") else f"{v:.2f}x"
 
 
-def ratio_text(x: tuple[float, float, float]) -> str:
-    """A speed-up and its CI (`bnjax.stats.speedup_ci`): ``"2.10x [1.50x–3.00x]"``."""
-    point, low, high = x
-    if not point or point != point:
+def ratio_text(v: Verdict) -> str:
+    """A speed-up and its CI (`bnjax.verdicts.speedup`): ``"2.10x [1.50x–3.00x]"``, or "—"
+    when there is no ratio."""
+    if math.isnan(v.estimate):
         return "—"
-    return f"{_times(point)} [{_times(low)}–{_times(high)}]" if low == low else _times(point)
+    return f"{_times(v.estimate)} [{_times(v.low)}–{_times(v.high)}]" if v.low == v.low else _times(v.estimate)
 
 
 def pct_text(mean_std: tuple[float, float]) -> str:
@@ -69,3 +73,77 @@ def write(path: str, sections: Sequence[tuple[str, str, Sequence[str]]], *, head
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
+
+
+def _num(v: float, unit: str, *, signed: bool = True) -> str:
+    if math.isinf(v):
+        return ("+" if v > 0 and signed else "-" if v < 0 else "") + "∞"
+    if unit == "points":
+        return f"{v * 100:+.2f}" if signed else f"{v * 100:.2f}"
+    if unit == "x":
+        return f"{v:.2f}x"
+    return f"{v:+.3g}" if signed else f"{v:.3g}"
+
+
+def _counts(v: Verdict) -> str:
+    n = " vs ".join(map(str, v.n))
+    parts = [f"n = {n}"]
+    if any(v.diverged):
+        parts.append("diverged " + " vs ".join(f"{d}/{k}" for d, k in zip(v.diverged, v.n, strict=True)))
+    if any(v.at_chance):
+        parts.append("at chance without diverging " + " vs ".join(f"{c}/{k}" for c, k in
+                                                                zip(v.at_chance, v.n, strict=True)))
+    return "; ".join(parts)
+
+
+def verdict_line(v: Verdict) -> str:
+    """One verdict as a Markdown list item: outcome, claim, estimate with its interval,
+    the rule, n (and diverged / at-chance seeds), the p-value and the FDR mark."""
+    unit = f" {v.unit}" if v.unit not in ("", "x") else ""
+    if v.rule == "seed count":
+        body = f"{int(v.estimate)}/{v.n[0]} seeds diverged" + (f", {v.detail}" if v.detail else "")
+    elif v.rule == "bootstrap":
+        ci = (f"95% CI {_times(v.low)} to {_times(v.high)}, percentile bootstrap over seeds"
+              if v.low == v.low else "no interval")
+        body = (f"{v.detail} ({_counts(v)})" if math.isnan(v.estimate) else
+                f"speed-up {_times(v.estimate)} ({ci}; {_counts(v)}"
+                + (f"; p = {v.p:.2g}" if v.p is not None else "") + ")" + (f"; {v.detail}" if v.detail else ""))
+    else:
+        what = "difference of means" if v.rule == "welch" else "Hodges-Lehmann shift"
+        rule = "Welch" if v.rule == "welch" else "exact rank interval (Mann-Whitney)"
+        lo, hi = _num(v.low, v.unit), _num(v.high, v.unit)
+        ci = f"95% CI {lo} to {hi}, {rule}" if v.low == v.low else f"no interval: {v.detail}"
+        bar = f"; the claim needs it {'above' if v.higher else 'below'} {_num(v.margin if v.higher else -v.margin, v.unit)}" \
+            if v.margin else ""
+        p = f"; p = {v.p:.2g}" if v.p is not None else ""
+        body = f"{what} {_num(v.estimate, v.unit)}{unit} ({ci}; {_counts(v)}{p}{bar})"
+    fdr = {True: "", False: f" Does **not** survive the report's false-discovery-rate control (q = {FDR_Q:g}).",
+           None: ""}[v.fdr_survives]
+    return f"- **{v.outcome}**: {v.claim} — {body}.{fdr}"
+
+
+def finalize(sections: MutableMapping[str, dict]) -> dict:
+    """Control the false-discovery rate over every verdict of the report's sections
+    (`bnjax.verdicts.control_fdr`), then in each section's ``"report"`` lines replace
+    each `Verdict` by its rendered line and store the verdicts as dicts under
+    ``"verdicts"``. Returns the counts the report states (``tested``, ``with_p``,
+    ``decided``: Supported or Contradicted, ``survive``)."""
+    found = [(name, i, line) for name, res in sections.items() for i, line in enumerate(res["report"])
+             if isinstance(line, Verdict)]
+    controlled = control_fdr([v for _, _, v in found])
+    for res in sections.values():
+        res["verdicts"] = []
+    for (name, i, _), v in zip(found, controlled, strict=True):
+        sections[name]["report"][i] = verdict_line(v)
+        sections[name]["verdicts"].append(v.to_dict())
+    decided = [v for v in controlled if v.outcome != "Inconclusive"]
+    return {"tested": len(controlled), "with_p": sum(v.p is not None for v in controlled),
+            "decided": len(decided), "survive": sum(bool(v.fdr_survives) for v in decided)}
+
+
+def multiplicity_text(counts: Mapping[str, int]) -> str:
+    """The report's sentence on how many claims it tests and how many survive."""
+    return (f"This report tests {counts['tested']} claims ({counts['with_p']} with a p-value); "
+            f"{counts['decided']} are Supported or Contradicted, of which {counts['survive']} survive "
+            f"Benjamini-Hochberg false-discovery-rate control at q = {FDR_Q:g} over the report's p-values "
+            "(scipy.stats.false_discovery_control); the others say so. Rules: " + RULES)

@@ -91,19 +91,30 @@ def versions() -> dict[str, str]:
     return out
 
 
+# The modules whose code decides a run's numbers (what it trains, evaluates, records in
+# its summary and restores). The others -- statistics, verdicts, plots, reports, analysis
+# of finished runs, the pool, the experiment runner and run-directory I/O -- are left out:
+# editing them re-renders reports but keeps every run. Every module of the package is in
+# exactly one of the two sets (tests/test_pool.py checks it).
+NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
+                  "models", "norm", "optim", "parallel", "programs", "record", "renorm", "train")
+OTHER_MODULES = ("__init__", "analysis", "experiment", "plots", "pool", "report", "runlog", "stats", "timing",
+                 "verdicts")
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
     """The version of the code that makes a run's numbers: the package version and a
-    SHA-256 over the sources of every module of the ``bnjax`` package (names and bytes,
-    in name order). Any edit to ``bnjax/`` changes it; edits elsewhere (experiments,
-    tests, docs) do not. Read once per process (`bnjax/__init__` asks at import), so an
+    SHA-256 over the sources of the modules in `NUMBER_MODULES` (names and bytes, in name
+    order). An edit to one of them changes it; edits to the analysis modules, experiments,
+    tests or docs do not. Read once per process (`bnjax/__init__` asks at import), so an
     edit made while a process runs is not credited to the code it had loaded."""
     import hashlib
     import importlib.metadata as md
 
     here = os.path.dirname(os.path.abspath(__file__))
     h = hashlib.sha256()
-    for name in sorted(n for n in os.listdir(here) if n.endswith(".py")):
+    for name in sorted(f"{m}.py" for m in NUMBER_MODULES):
         with open(os.path.join(here, name), "rb") as f:
             h.update(name.encode() + b"\0" + f.read() + b"\0")
     try:

@@ -1,21 +1,17 @@
 """Statistics over finished runs: curves over seeds, per-arm summaries, steps to a target,
-verdicts with confidence intervals, and number formatting.
+sweep matrices and number formatting. Verdicts (claims tested by a rule) live in
+`bnjax.verdicts`.
 
-Two rules hold everywhere (stated in the report by `RULES`):
+One rule holds everywhere (stated in the report by `RULES`): a seed whose training loss
+became non-finite (**diverged**) scores chance accuracy (1 / number of classes) at every
+evaluation from its divergence to the end of its schedule, so its final accuracy, and
+its accuracy at the validation-selected evaluation, is chance; its training loss is
+infinite from then on; it never reaches a target (`steps_to_target`). "Final test
+accuracy" always means this (`final`); a run's last evaluated test accuracy before it
+diverged is `last_evaluated`, under its own name.
 
-* **Diverged seeds** (`series`): a seed whose training loss became non-finite scores
-  chance accuracy (1 / number of classes) at every evaluation from its divergence to the
-  end of its schedule, so its final accuracy is chance, curves include it, and it never
-  reaches a target (`steps_to_target`); its training loss has no value from then on
-  (loss statistics cover the seeds that did not diverge, and the tables count them).
-* **Verdicts** (`compare`): the 95% confidence interval of the difference of means by
-  Welch's t-test (``scipy.stats.ttest_ind(equal_var=False)``); **Supported** when it
-  excludes 0 in the claimed direction, **Contradicted** when it excludes 0 the other way,
-  **Inconclusive** otherwise. Ratios of steps get a bootstrap CI over seeds
-  (``scipy.stats.bootstrap``, percentile method).
-
-Nothing here imports training, data or checkpointing (numpy and scipy only), so plots,
-reports and notebooks can use it on finished runs alone.
+Nothing here imports training, data or checkpointing (numpy only), so plots, reports
+and notebooks can use it on finished runs alone.
 """
 
 from __future__ import annotations
@@ -26,15 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
+
+from bnjax.verdicts import AT_CHANCE
 
 RULES = ("A seed that diverged (non-finite training loss) scores chance accuracy from its divergence to the end of "
-         "its schedule and counts as not reaching any target; loss statistics cover the seeds that did not "
-         "diverge. Verdicts: the 95% confidence interval of the difference of means by Welch's t-test "
-         "(scipy.stats.ttest_ind, equal_var=False); **Supported** when it excludes 0 in the claimed direction, "
-         "**Contradicted** when it excludes 0 the other way, **Inconclusive** otherwise. Speed-ups get a bootstrap "
-         "95% CI over seeds (scipy.stats.bootstrap, percentile method). Best checkpoints and targets are chosen "
-         "on the validation split; test accuracy is reported at the validation-selected step and at the end.")
+         "its schedule (its final accuracy and its accuracy at the validation-selected step are chance), has an "
+         "infinite final training loss and counts as not reaching any target; \"final test accuracy\" always "
+         "means this. Best checkpoints and targets are chosen on the validation split; test accuracy is reported "
+         "at the validation-selected step and at the end.")
 
 
 @dataclass
@@ -53,8 +48,17 @@ class Run:
         return self.summary.get("diverged_at")
 
 
-def _chance(run: Run) -> float:
-    return 1.0 / run.config.model.num_classes if run.config is not None else 0.1
+def chance(run: Run) -> float:
+    """Chance accuracy of a run: 1 / its model's number of classes."""
+    if run.config is None:
+        raise ValueError(f"run {run.arm} seed {run.seed} has no config: its chance accuracy is unknown")
+    return 1.0 / run.config.model.num_classes
+
+
+def chance_of(runs: Mapping[str, Sequence[Run]] | Sequence[Run]) -> float:
+    """Chance accuracy of a set of runs (that of the first; they share a data set)."""
+    first = next(iter(runs.values()))[0] if isinstance(runs, Mapping) else runs[0]
+    return chance(first)
 
 
 def _schedule(run: Run) -> list[int]:
@@ -73,20 +77,34 @@ def series(run: Run, metric: str) -> tuple[list[int], list[float]]:
     if div is not None:
         pts = {s: v for s, v in pts.items() if s <= div}
         if metric.endswith("accuracy"):
-            pts.update({s: _chance(run) for s in _schedule(run) if s > div and s not in pts})
+            pts.update({s: chance(run) for s in _schedule(run) if s > div and s not in pts})
     steps = sorted(pts)
     return steps, [pts[s] for s in steps]
 
 
 def final(run: Run, metric: str) -> float:
-    """The last value of `series` (NaN if none)."""
+    """The final value of ``metric`` by the diverged-seed rule: the last value of `series`
+    (chance accuracy for a diverged seed); a diverged seed's loss is ``inf``; NaN if the
+    run has no value at all."""
+    if run.diverged_at is not None and not metric.endswith("accuracy"):
+        return math.inf
     _, values = series(run, metric)
     return float(values[-1]) if values else math.nan
 
 
+def last_evaluated(run: Run, metric: str = "test_accuracy") -> float:
+    """The run's last evaluated value of ``metric`` (before a divergence: not the final
+    value of a diverged seed, see `final`); NaN if none."""
+    values = [r[metric] for r in run.history if metric in r]
+    return float(values[-1]) if values else math.nan
+
+
 def selected(run: Run, metric: str = "test_accuracy", *, by: str = "val_accuracy") -> float:
-    """``metric`` at the evaluation with the highest ``by`` (the first maximum; with the
-    diverged-seed rule). Without ``by`` in the history: the final value."""
+    """``metric`` at the evaluation with the highest ``by`` (the first maximum). A diverged
+    seed scores chance (the diverged-seed rule: its pre-divergence best is not its
+    outcome). Without ``by`` in the history: the final value."""
+    if run.diverged_at is not None:
+        return final(run, metric)
     steps, sel = series(run, by)
     if not steps:
         return final(run, metric)
@@ -110,7 +128,8 @@ def curve(runs: Sequence[Run], metric: str) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
-    """Mean and (population) standard deviation, ignoring None and NaN; (nan, nan) if empty."""
+    """Mean and (population) standard deviation, ignoring None, NaN and infinite values
+    (tables count diverged seeds apart); (nan, nan) if none is left."""
     v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
     if v.size == 0:
         return float("nan"), float("nan")
@@ -127,22 +146,27 @@ def fmt(mean: float, std: float, *, pct: bool = True) -> str:
 
 
 def summarize(runs: Mapping[str, Sequence[Run]]) -> dict:
-    """Per-arm statistics over seeds, JSON-ready: per-seed values (``per_seed``) and their
-    mean and std of the final test accuracy, the test accuracy at the validation-selected
-    evaluation, the final training loss, divergence steps, training time and the curves."""
+    """Per-arm statistics over seeds, JSON-ready: per-seed values (``per_seed``, by the
+    diverged-seed rule: chance accuracy, infinite loss) and their mean and std (over the
+    finite values) of the final test accuracy, the test accuracy at the
+    validation-selected evaluation, the best validation accuracy, the final training
+    loss; divergence steps, seeds at chance, chance accuracy, training time, curves."""
     out = {}
     for arm, rs in runs.items():
         per_seed = {"final_test_accuracy": [final(r, "test_accuracy") for r in rs],
                     "selected_test_accuracy": [selected(r) for r in rs],
                     "best_val_accuracy": [selected(r, "val_accuracy") for r in rs],
-                    "final_train_loss": [final(r, "train_loss") if r.diverged_at is None else math.nan for r in rs]}
+                    "final_train_loss": [final(r, "train_loss") for r in rs]}
         curves = {}
         for metric in ("test_accuracy", "val_accuracy", "train_loss"):
             steps, mean, std = curve(rs, metric)
             curves[metric] = {"steps": steps.tolist(), "mean": mean.tolist(), "std": std.tolist()}
+        c = chance(rs[0])
         out[arm] = {"seeds": [r.seed for r in rs], "per_seed": per_seed,
                     **{k: mean_std(v) for k, v in per_seed.items()},
-                    "diverged_at": [r.diverged_at for r in rs],
+                    "diverged_at": [r.diverged_at for r in rs], "chance": c,
+                    "at_chance": sum(v <= AT_CHANCE * c and r.diverged_at is None
+                                     for v, r in zip(per_seed["final_test_accuracy"], rs, strict=True)),
                     "train_seconds": float(np.sum([r.summary["train_seconds"] for r in rs])), "curves": curves}
     return out
 
@@ -156,10 +180,13 @@ def columns(cols: Sequence[Sequence[float]]) -> np.ndarray:
 def setting_matrices(cols: Sequence[Sequence[Run]]) -> dict:
     """A sweep's results: for runs grouped by setting (one list of seeds per setting),
     (seeds, settings) arrays of the final validation and test accuracy (`final`, so a
-    diverged seed scores chance) and the count of diverged seeds per setting."""
+    diverged seed scores chance) and the counts of diverged seeds and of seeds at chance
+    that did not diverge but ended at chance (`AT_CHANCE`) per setting."""
     out = {metric: columns([[final(r, metric) for r in rs] for rs in cols])
            for metric in ("val_accuracy", "test_accuracy")}
     out["diverged"] = [sum(r.diverged_at is not None for r in rs) for rs in cols]
+    out["at_chance"] = [sum(r.diverged_at is None and final(r, "test_accuracy") <= AT_CHANCE * chance(r) for r in rs)
+                        for rs in cols]
     return out
 
 
@@ -188,141 +215,10 @@ def reach_summary(steps: Sequence[int | None]) -> dict:
             "reached": len(got), "n": len(steps)}
 
 
-def speedup_ci(base: Sequence[int | None], arm: Sequence[int | None], *, seed: int = 0
-               ) -> tuple[float, float, float]:
-    """Median steps of ``base`` over median steps of ``arm`` (seeds that never reached:
-    infinitely many steps), with a 95% bootstrap CI over seeds (percentile method,
-    resampling each arm's seeds). Returns ``(ratio, low, high)``; nan where undefined."""
-    a = np.asarray([math.inf if s is None else s for s in base], float)
-    b = np.asarray([math.inf if s is None else s for s in arm], float)
-
-    def ratio(x, y, axis=-1):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            r = np.median(x, axis=axis) / np.median(y, axis=axis)
-        return np.where(np.isnan(r), 0.0, r)  # inf / inf: neither reached
-
-    point = float(ratio(a, b))
-    if len(a) < 2 or len(b) < 2:
-        return point, math.nan, math.nan
-    res = sps.bootstrap((a, b), ratio, vectorized=True, paired=False, method="percentile", n_resamples=2000,
-                        random_state=np.random.default_rng(seed))
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def diverged_text(diverged_at: Sequence[int | None]) -> str:
-    """``"2/3 seeds, from step 140"`` or ``"no"``."""
+def diverged_text(diverged_at: Sequence[int | None], at_chance: int = 0) -> str:
+    """``"2/3 seeds, from step 140"`` or ``"no"``, and ``"; 1/3 at chance without
+    diverging"`` for ``at_chance`` seeds that collapsed (e.g. dead ReLUs)."""
     div = [d for d in diverged_at if d is not None]
-    return f"{len(div)}/{len(diverged_at)} seeds, from step {min(div)}" if div else "no"
-
-
-def welch_ci(a: Sequence[float], b: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
-    """Difference of means ``mean(a) - mean(b)`` and its Welch confidence interval
-    (NaN values dropped; an interval of nan when either side has fewer than 2 values or
-    both have no spread)."""
-    x = np.asarray([v for v in a if v is not None and np.isfinite(v)], float)
-    y = np.asarray([v for v in b if v is not None and np.isfinite(v)], float)
-    diff = float(x.mean() - y.mean()) if x.size and y.size else math.nan
-    if x.size < 2 or y.size < 2 or (x.std() == 0 and y.std() == 0):
-        return diff, math.nan, math.nan
-    ci = sps.ttest_ind(x, y, equal_var=False).confidence_interval(confidence_level=level)
-    return diff, float(ci.low), float(ci.high)
-
-
-def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher: bool = True,
-            unit: str = "points", scale: float = 100.0, margin: float = 0.0) -> str:
-    """One verdict line: ``**Supported**: claim — difference +0.27 points (95% CI +0.15 to
-    +0.39, n = 5 vs 5)``. ``ours`` and ``other`` are per-seed values; ``higher``: the
-    claim is that ours is higher (else lower) by more than ``margin`` (in the values'
-    units: 0.01 is one point of accuracy), i.e. that the CI of ``mean(ours) - mean(other)``
-    lies above ``margin`` (below ``-margin`` when not ``higher``)."""
-    diff, low, high = welch_ci(ours, other)
-    n = f"n = {sum(np.isfinite(v) for v in ours)} vs {sum(np.isfinite(v) for v in other)}"
-    sign = 1 if higher else -1
-    if not math.isfinite(diff):
-        return f"**Inconclusive**: {claim} — no values to compare ({n})."
-    if not math.isfinite(low):
-        word = "Inconclusive"
-    elif sign * low - margin > 0 and sign * high - margin > 0:
-        word = "Supported"
-    elif sign * low - margin < 0 and sign * high - margin < 0:
-        word = "Contradicted"
-    else:
-        word = "Inconclusive"
-    u = f" {unit}" if unit else ""
-    num = (lambda v: f"{v * scale:+.2f}") if unit == "points" else (lambda v: f"{v * scale:+.3g}")
-    ci = f"95% CI {num(low)} to {num(high)}" if math.isfinite(low) else "95% CI undefined: too few seeds or no spread"
-    bar = f"; the claim needs it {'above' if higher else 'below'} {num(sign * margin)}" if margin else ""
-    return f"**{word}**: {claim} — difference {num(diff)}{u} ({ci}, {n}{bar})."
-
-
-def good_span(values: np.ndarray, xs: Sequence[float], *, within: float) -> tuple[float, float]:
-    """The span of a sweep's settings whose mean over seeds is within ``within`` of the best
-    mean (Bjorck et al. 2018 and Santurkar et al. 2018 read BN's benefit off such spans).
-
-    Args:
-      values: (seeds, settings) per-seed values (NaN ignored).
-      xs: the settings (positive, e.g. learning-rate multipliers), one per column.
-      within: the tolerance below the best mean (0.01: one point of accuracy).
-    Returns:
-      ``(lowest, highest)`` setting whose mean is within the tolerance (the span counts
-      the settings between them as good whether or not they are).
-    """
-    means = np.nanmean(np.asarray(values, float), axis=0)
-    good = np.flatnonzero(means >= np.nanmax(means) - within)
-    return float(xs[good.min()]), float(xs[good.max()])
-
-
-def span_decades(values: np.ndarray, xs: Sequence[float], *, within: float) -> float:
-    """Width of `good_span` in decades: ``log10(highest / lowest)`` (0 for one setting)."""
-    low, high = good_span(values, xs, within=within)
-    return float(np.log10(high / low))
-
-
-def span_difference_ci(a: np.ndarray, b: np.ndarray, xs: Sequence[float], *, within: float, seed: int = 0,
-                       level: float = 0.95) -> tuple[float, float, float]:
-    """``span_decades(b) - span_decades(a)`` and its bootstrap CI: the seeds (rows) of each
-    sweep are resampled independently (``scipy.stats.bootstrap`` over row indices,
-    percentile method), the whole sweep's means recomputed for each resample."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    point = span_decades(b, xs, within=within) - span_decades(a, xs, within=within)
-    if len(a) < 2 or len(b) < 2:
-        return point, math.nan, math.nan
-
-    def stat(ia, ib):
-        return span_decades(b[ib.astype(int)], xs, within=within) - span_decades(a[ia.astype(int)], xs, within=within)
-
-    res = sps.bootstrap((np.arange(len(a)), np.arange(len(b))), stat, vectorized=False, paired=False,
-                        method="percentile", confidence_level=level, n_resamples=2000, random_state=seed)
-    return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
-def interval_verdict(diff: tuple[float, float, float], *, claim: str, unit: str, n: str) -> str:
-    """Supported when the CI of a difference lies above 0, Contradicted below, else Inconclusive."""
-    x, low, high = diff
-    word = ("Supported" if low > 0 else "Contradicted" if high < 0 else "Inconclusive") if math.isfinite(low) \
-        else "Inconclusive"
-    ci = f"95% CI {low:+.2f} to {high:+.2f}" if math.isfinite(low) else "95% CI undefined: too few seeds"
-    return f"**{word}**: {claim} — difference {x:+.2f} {unit} ({ci}, {n})."
-
-
-def divergence_verdict(diverged_at: Sequence[int | None], *, claim: str) -> str:
-    """A claim that an arm diverges, by counting seeds: Supported when every seed diverged,
-    Contradicted when none did, Inconclusive otherwise."""
-    k, n = sum(d is not None for d in diverged_at), len(diverged_at)
-    word = "Supported" if k == n else "Contradicted" if k == 0 else "Inconclusive"
-    first = f", first at step {min(d for d in diverged_at if d is not None)}" if k else ""
-    return f"**{word}**: {claim} — {k}/{n} seeds diverged{first}."
-
-
-def speedup_verdict(ratio: tuple[float, float, float], *, claim: str, paper: float | None = None) -> str:
-    """A claim that an arm needs fewer steps than the baseline: Supported when the
-    bootstrap CI of the ratio lies above 1, Contradicted when below 1."""
-    x, low, high = ratio
-    paper_txt = f"paper {paper:.1f}x; " if paper else ""
-    word = ("Supported" if low > 1 else "Contradicted" if high < 1 else "Inconclusive") if not math.isnan(low) \
-        else "Inconclusive"
-    show = lambda v: "∞" if v == math.inf else f"{v:.2f}x"  # noqa: E731
-    ci = f"95% CI {show(low)} to {show(high)}" if not math.isnan(low) else "95% CI undefined: too few seeds"
-    if x == 0:
-        return f"**{word}**: {claim} — {paper_txt}here the median seed never reached the target ({ci})."
-    return f"**{word}**: {claim} — {paper_txt}here {show(x)} fewer steps ({ci})."
+    n = len(diverged_at)
+    text = f"{len(div)}/{n} seeds, from step {min(div)}" if div else "no"
+    return text + (f"; {at_chance}/{n} at chance without diverging" if at_chance else "")

@@ -17,7 +17,7 @@ from bnjax import config as config_lib
 from bnjax import pool as pool_lib
 from bnjax import report, stats
 from bnjax.config import ConfigError, TrainConfig
-from bnjax.experiment import Experiment, Settings, build_arms, run_experiment
+from bnjax.experiment import Experiment, Settings, build_arms, run_experiment, write_results
 
 DATA_HELP = "data source: digits | mnist | fashion_mnist | cifar10 | cifar100 | npz:PATH | idx:DIR"
 
@@ -60,6 +60,9 @@ def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> ar
                    help="a run in the pool made with another config, data or code: set it aside and retrain "
                         "(default) or refuse")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--reanalyze", action="store_true",
+                   help="re-render the report, figures and results.json from the run records in the workdir's pool, "
+                        "without training or data (a missing run is an error)")
     for name, default in (options or {}).items():
         p.add_argument(f"--{name}", type=type(default), default=default, help=f"(default: {default})")
     add_config_flags(p, TrainConfig(), skip=("steps", "seed"))
@@ -76,7 +79,8 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
     try:
         settings = Settings(workdir=args.workdir, data=data, quick=args.quick, seeds=args.seeds, steps=args.steps,
                             runs=args.runs, stale=args.stale, progress=not args.quiet, overrides=cfg_overrides,
-                            options={k: getattr(args, k) for exp in exps for k in exp.options})
+                            options={k: getattr(args, k) for exp in exps for k in exp.options},
+                            reanalyze=args.reanalyze)
         for exp in exps:
             build_arms(exp, settings)  # every override is checked against every arm now
     except ConfigError as e:
@@ -89,7 +93,8 @@ def run(exp: Experiment, settings: Settings) -> dict:
     try:
         with interruptible():
             return run_experiment(exp, settings)
-    except (pool_lib.StaleRunError, FileNotFoundError, PermissionError, RuntimeError, ValueError) as e:
+    except (pool_lib.StaleRunError, pool_lib.MissingRunsError, FileNotFoundError, PermissionError, RuntimeError,
+            ValueError) as e:
         fail(str(e))
         raise  # unreachable: fail exits
 
@@ -100,9 +105,12 @@ def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
     one_line_warnings()
     settings = settings_from(experiment_parser(exp.doc, exp.workdir, dict(exp.options)), [exp], argv)
     results = run(exp, settings)
+    counts = report.finalize({exp.name: results})
+    write_results(results, settings.workdir)
     path = report.write(os.path.join(settings.workdir, "report.md"), [(".", exp.title, results["report"])],
                         header=[f"# bnjax: {exp.title}", "", f"Data: `{settings.data}`; seeds per arm: "
-                                f"{settings.seeds or '5 (MLP arms) or 3 (ConvNet arms)'}.", "", stats.RULES])
+                                f"{settings.seeds or '5 (MLP arms) or 3 (ConvNet arms)'}.", "", stats.RULES, "",
+                                report.multiplicity_text(counts)])
     print("\n".join(line for line in results["report"] if not line.startswith("![")))
     print(f"report: {path}")
     return results

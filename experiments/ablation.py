@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import data, plots, report, stats
+from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -42,16 +42,13 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     plots.curves_figure(runs, os.path.join(workdir, "ablation.png"),
                         title=f"Comparison of methods on the ConvNet ({data.label(s.data)})")
     lines = ["![ablation](ablation.png)", "", report.arms_table(a), ""]
-    per = {arm: a[arm]["per_seed"] for arm in a}
     for arm in (*SINGLE, "Adam + Xavier + BN"):
-        lines.append("- " + stats.compare(per[arm]["final_train_loss"], per["baseline (SGD)"]["final_train_loss"],
-                                          higher=False, scale=1.0, unit="nats",
-                                          claim=f"{arm} lowers the final training loss of the baseline"))
+        lines.append(verdicts.compare_arms(a[arm], a["baseline (SGD)"], "final_train_loss", higher=False, unit="nats",
+                                           claim=f"{arm} lowers the final training loss of the baseline"))
     best_single = max(SINGLE, key=lambda k: a[k]["best_val_accuracy"][0])  # chosen on validation accuracy
-    lines.append("- " + stats.compare(per["Adam + Xavier + BN"]["final_test_accuracy"],
-                                      per[best_single]["final_test_accuracy"],
-                                      claim=f"the combination beats the best single change ({best_single}) in final "
-                                            "test accuracy"))
+    lines.append(verdicts.compare_arms(a["Adam + Xavier + BN"], a[best_single], "final_test_accuracy",
+                                       claim=f"the combination beats the best single change ({best_single}) in final "
+                                             "test accuracy"))
     return {"figures": {"curves": "ablation.png"}, "arms": a, "report": lines}
 
 

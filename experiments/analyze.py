@@ -51,13 +51,15 @@ def main(argv=None) -> None:
         s = runlog.read_json(res_path) if os.path.exists(res_path) else {}
         div = s.get("diverged_at")
         row = [d, str(s.get("final_step", "running")), _pct(s.get("final_test_accuracy")),
+               _pct(s.get("last_evaluated_test_accuracy")),
                _pct(s.get("test_accuracy_at_best")), "" if div is None else str(div)]
         if args.evaluate:
             row += _reloaded(d, args.population_batches)
         rows.append(row)
         cfg = runlog.read_json(os.path.join(d, "config.json"))
         arms[d] = [stats.Run(d, cfg["seed"], None, hist, s)]
-    header = ["run", "final step", "final test acc %", "test acc % at best val step", "diverged at"]
+    header = ["run", "last evaluated step", "final test acc % (chance if diverged)", "last evaluated test acc %",
+              "test acc % at best val step", "diverged at"]
     if args.evaluate:
         header.append("reloaded test acc %")
         if args.population_batches:

@@ -19,7 +19,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from bnjax import augment, data, plots, report, stats
+from bnjax import augment, data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -46,11 +46,13 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
-    ds = data.load(s.data, val_fraction=0.0)
-    x = jnp.asarray(ds.x_test[data.first_of_each_class(ds.y_test, 10)])
-    plots.image_grid(augment.demo_rows(jax.random.PRNGKey(0), x), os.path.join(workdir, "grid.png"),
-                     title=f"Data augmentation on {data.label(s.data)}: one test image per class "
-                           "(bnjax.augment, on the device)")
+    grid = os.path.join(workdir, "grid.png")
+    if not (s.reanalyze and os.path.exists(grid)):  # a picture of the data: re-analysis keeps it without the data
+        ds = data.load(s.data, val_fraction=0.0)
+        x = jnp.asarray(ds.x_test[data.first_of_each_class(ds.y_test, 10)])
+        plots.image_grid(augment.demo_rows(jax.random.PRNGKey(0), x), grid,
+                         title=f"Data augmentation on {data.label(s.data)}: one test image per class "
+                               "(bnjax.augment, on the device)")
     a = stats.summarize(runs)
     plots.curves_figure(runs, os.path.join(workdir, "augmentation.png"),
                         title=f"BN ConvNet with on-device augmentation ({data.label(s.data)})")
@@ -59,9 +61,8 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
              "![augmentation curves](augmentation.png)", "", report.arms_table(a), ""]
     for arm in PIPELINES:
         if arm != "none":
-            lines.append("- " + stats.compare(a[arm]["per_seed"]["final_test_accuracy"],
-                                              a["none"]["per_seed"]["final_test_accuracy"],
-                                              claim=f"{arm} improves test accuracy over no augmentation"))
+            lines.append(verdicts.compare_arms(a[arm], a["none"], "final_test_accuracy",
+                                               claim=f"{arm} improves test accuracy over no augmentation"))
     if not data.natural_images(s.data):
         lines.append("- Digits and garments are not all mirror-symmetric: a flip turns some digits into others or "
                      "into no digit, so flips may hurt here; they are label-preserving on natural images (CIFAR).")

@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from bnjax import data, plots, report, stats
+from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -70,23 +70,27 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
         for norm in NORMS for split in ("test", "val")}}
     b = base(s.quick, s.data)
     plots.setting_figure(panels, os.path.join(workdir, "depth.png"), xlabel="hidden layers", logx=False,
-                         chance=1.0 / b.model.num_classes,
+                         chance=stats.chance_of(runs),
                          title=f"Sigmoid MLP: final accuracy against depth ({data.label(s.data)}, "
                                f"SGD {b.optim.learning_rate:g}, {b.steps:,} steps)")
     rows = [[str(d)] + [stats.fmt(*stats.mean_std(m[norm]["test_accuracy"][:, j])) + "%" for norm in NORMS]
             for j, d in enumerate(ds)]
     test = {norm: m[norm]["test_accuracy"] for norm in NORMS}
     deep, shallow = len(ds) - 1, 0
+
+    def cmp(ours: tuple[str, int], other: tuple[str, int], **kw) -> verdicts.Verdict:
+        return verdicts.compare(test[ours[0]][:, ours[1]], test[other[0]][:, other[1]], chance=stats.chance_of(runs),
+                                diverged=(div[ours[0]][ours[1]], div[other[0]][other[1]]), **kw)
+
     lines = ["Sigmoid MLPs of increasing depth, same optimiser and budget (design and reasons in "
              "`experiments/depth.py`). Paper (section 4.2.2): Inception with sigmoid units never exceeded 0.1% "
              "accuracy without BN and reached 69.8% with it.", "", "![accuracy against depth](depth.png)", "",
              report.table(["hidden layers"] + [f"{norm}: final test acc" for norm in NORMS], rows), "",
-             "- " + stats.compare(test["no BN"][:, deep], test["no BN"][:, shallow], higher=False,
-                                  claim=f"without BN, {ds[deep]} sigmoid layers end below {ds[shallow]}"),
-             "- " + stats.compare(test["BN"][:, deep], test["no BN"][:, deep],
-                                  claim=f"at {ds[deep]} sigmoid layers, BN ends above no BN"),
-             "- " + stats.compare(test["BN"][:, deep], test["BN"][:, shallow], margin=-0.01,
-                                  claim=f"with BN, {ds[deep]} layers end within 1 point of {ds[shallow]} or above")]
+             cmp(("no BN", deep), ("no BN", shallow), higher=False,
+                 claim=f"without BN, {ds[deep]} sigmoid layers end below {ds[shallow]}"),
+             cmp(("BN", deep), ("no BN", deep), claim=f"at {ds[deep]} sigmoid layers, BN ends above no BN"),
+             cmp(("BN", deep), ("BN", shallow), margin=-0.01,
+                 claim=f"with BN, {ds[deep]} layers end within 1 point of {ds[shallow]} or above")]
     return {"figures": {"depth": "depth.png"}, "depths": list(ds), "diverged": div, "report": lines,
             "accuracy": {norm: {k: np.asarray(v).tolist() for k, v in d.items()} for norm, d in m.items()}}
 

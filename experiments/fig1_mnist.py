@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import plots, report, stats
+from bnjax import plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -29,8 +29,8 @@ DEFAULTS = TrainConfig(
     model=ModelConfig(arch="mlp", hidden=(100, 100, 100), activation="sigmoid", init="normal", init_std=0.05),
     optim=OptimConfig(name="sgd", learning_rate=0.1),
     data=DataConfig(source="mnist", batch_size=60),
-    steps=50_000, eval_every=500, checkpoint_every=5_000,
-)
+    steps=50_000, eval_every=500, checkpoint_every=5_000, probe_examples=1_000, test_curve=True,
+)  # Figure 1 plots test accuracy and the probes against steps: both at every evaluation
 LABELS = {"without_bn": "without BN", "with_bn": "with BN"}
 
 
@@ -49,7 +49,7 @@ def figure1(runs: dict, workdir: str) -> dict:
     layer = f"block{len(cfg.model.hidden) - 1}"
     plots.figure1(runs["without_bn"], runs["with_bn"], os.path.join(workdir, "fig1.png"), layer=layer,
                   unit=cfg.probe_unit)
-    out = {"layer": layer, "unit": cfg.probe_unit, "arms": {}}
+    out = {"layer": layer, "unit": cfg.probe_unit, "chance": stats.chance_of(runs), "arms": {}}
     for arm, rs in runs.items():
         steps, mean, std = stats.curve(rs, "test_accuracy")
         p50 = [[r["probes"][layer][1] for r in run.history if "probes" in r] for run in rs]
@@ -77,16 +77,18 @@ def section(f1: dict) -> list[str]:
     wb, nb = a["with_bn"], a["without_bn"]
     below = [s for s, x, y in zip(wb["steps"], wb["test_accuracy_mean"], nb["test_accuracy_mean"], strict=False)
              if x <= y]
-    lines.append("- " + stats.compare(wb["final_test_accuracy_per_seed"], nb["final_test_accuracy_per_seed"],
-                                      claim="(a) the BN network ends with the higher test accuracy"))
+    div = tuple(sum(d is not None for d in x["diverged"]) for x in (wb, nb))
+    lines.append(verdicts.compare(wb["final_test_accuracy_per_seed"], nb["final_test_accuracy_per_seed"],
+                                  diverged=div, chance=f1["chance"],
+                                  claim="(a) the BN network ends with the higher test accuracy"))
     if below:
         lines.append(f"- The mean test accuracy with BN is above the plain network's at every evaluation after step "
                      f"{max(below)} (not at {len(below)} of {len(wb['steps'])} evaluations).")
     else:
         lines.append(f"- The mean test accuracy with BN is above the plain network's at every one of the "
                      f"{len(wb['steps'])} evaluations.")
-    lines.append("- " + stats.compare(wb["p50_spread_per_seed"], nb["p50_spread_per_seed"], higher=False, scale=1.0,
-                                      unit="", claim="(b, c) the median input of the sigmoid moves less with BN"))
+    lines.append(verdicts.compare(wb["p50_spread_per_seed"], nb["p50_spread_per_seed"], higher=False, unit="",
+                                  diverged=div, claim="(b, c) the median input of the sigmoid moves less with BN"))
     return lines
 
 

@@ -32,11 +32,12 @@ Writes lr_sweep.png (accuracy against the rate multiplier), results.json, report
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
-from bnjax import data, plots, report, stats
+from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -80,26 +81,32 @@ def matrices(runs: dict, net: str, ms: tuple[float, ...]) -> dict:
     return {norm: stats.setting_matrices([runs[arm(net, norm, m)] for m in ms]) for norm in NORMS}
 
 
-def claims(net: str, m: dict, ms: tuple[float, ...]) -> list[str]:
+def _span_text(span: tuple[int, int] | None, ms: tuple[float, ...]) -> str:
+    return "none" if span is None else f"x{ms[span[0]]:g}–x{ms[span[1]]:g}"
+
+
+def claims(net: str, m: dict, ms: tuple[float, ...], chance: float) -> tuple[list[verdicts.Verdict], dict]:
+    """The sweep's two claims (module docstring) and the spans behind the second."""
     plain, bn = m["no BN"], m["BN"]
-    top = stats.good_span(bn["val_accuracy"], ms, within=WITHIN)[1]
-    j = ms.index(top)
+    bn_means = np.nanmean(bn["val_accuracy"], axis=0)
+    j = int(np.flatnonzero(bn_means >= np.nanmax(bn_means) - WITHIN).max())  # largest rate where BN is near its best
+    top = ms[j]
     best = int(np.nanargmax(np.nanmean(plain["val_accuracy"], axis=0)))
-    n = f"n = {plain['val_accuracy'].shape[0]} vs {bn['val_accuracy'].shape[0]} seeds per rate"
-    span = stats.span_difference_ci(plain["val_accuracy"], bn["val_accuracy"], ms, within=WITHIN)
-    return [
-        "- " + stats.compare(
-            plain["test_accuracy"][:, best], plain["test_accuracy"][:, j], margin=WITHIN,
-            claim=f"{net}: at x{top:g}, the largest rate where BN is within 1 point of its best (BN there: "
-                  f"{stats.fmt(*stats.mean_std(bn['test_accuracy'][:, j]))}% test), the plain net ends more than 1 "
-                  f"point below its own best (x{ms[best]:g}); plain seeds diverged at x{top:g}: "
-                  f"{plain['diverged'][j]}/{plain['test_accuracy'].shape[0]}"),
-        "- " + stats.interval_verdict(
-            span, unit="decades", n=n,
-            claim=f"{net}: BN's span of good rates (within 1 point of the best, on validation) is wider: BN "
-                  f"x{'–x'.join(f'{v:g}' for v in stats.good_span(bn['val_accuracy'], ms, within=WITHIN))}, "
-                  f"no BN x{'–x'.join(f'{v:g}' for v in stats.good_span(plain['val_accuracy'], ms, within=WITHIN))}"),
-    ]
+    k = plain["test_accuracy"].shape[0]
+    fail = verdicts.compare(
+        plain["test_accuracy"][:, best], plain["test_accuracy"][:, j], margin=WITHIN, chance=chance,
+        diverged=(plain["diverged"][best], plain["diverged"][j]),
+        claim=f"{net}: at x{top:g}, the largest rate where BN is within 1 point of its best (BN there: "
+              f"{stats.fmt(*stats.mean_std(bn['test_accuracy'][:, j]))}% test), the plain net ends more than 1 "
+              f"point below its own best (x{ms[best]:g}); plain seeds at x{top:g}: {plain['diverged'][j]}/{k} "
+              f"diverged, {plain['at_chance'][j]}/{k} at chance without diverging")
+    wide, spans = verdicts.span(plain["val_accuracy"], bn["val_accuracy"], within=WITHIN, claim=net)
+    wide = dataclasses.replace(wide, claim=(
+        f"{net}: BN's span of good rates is wider (good: mean validation accuracy within 1 point of "
+        f"{spans['reference'] * 100:.2f}%, the best either arm reaches; spans of the means: BN "
+        f"{_span_text(spans['spans']['b'], ms)}, no BN {_span_text(spans['spans']['a'], ms)}; per-seed widths in "
+        f"grid settings: BN {spans['seed_widths']['b']}, no BN {spans['seed_widths']['a']})"))
+    return [fail, wide], spans
 
 
 def table_lines(net: str, base_lr: float, m: dict, ms: tuple[float, ...]) -> list[str]:
@@ -107,10 +114,11 @@ def table_lines(net: str, base_lr: float, m: dict, ms: tuple[float, ...]) -> lis
     for j, mult in enumerate(ms):
         row = [f"x{mult:g}", f"{base_lr * mult:g}"]
         for norm in NORMS:
-            t, k = m[norm]["test_accuracy"][:, j], m[norm]["diverged"][j]
-            row += [stats.fmt(*stats.mean_std(t)) + "%", f"{k}/{len(t)}" if k else "0"]
+            t, k, c = m[norm]["test_accuracy"][:, j], m[norm]["diverged"][j], m[norm]["at_chance"][j]
+            row += [stats.fmt(*stats.mean_std(t)) + "%", f"{k}/{len(t)}" if k else "0", f"{c}/{len(t)}" if c else "0"]
         rows.append(row)
-    head = ["rate", "learning rate"] + [c for norm in NORMS for c in (f"{norm}: final test acc", f"{norm}: diverged")]
+    head = ["rate", "learning rate"] + [c for norm in NORMS for c in (f"{norm}: final test acc", f"{norm}: diverged",
+                                                                      f"{norm}: at chance, not diverged")]
     return [f"**{net}** (final test accuracy, mean ± std over seeds; diverged seeds score chance):", "",
             report.table(head, rows), ""]
 
@@ -120,18 +128,19 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     lines = ["Each net trained with and without BN at every rate of the grid, the same steps for every run "
              "(design and reasons in `experiments/lr_sweep.py`). Accuracy at the end of the budget.", "",
              "![accuracy against the learning rate](lr_sweep.png)", ""]
-    panels, out = {}, {}
+    panels, out, chance = {}, {}, stats.chance_of(runs)
     for net, b in bases.items():
         m = matrices(runs, net, ms)
         out[net] = {norm: {k: np.asarray(v).tolist() for k, v in d.items()} for norm, d in m.items()}
+        verdict_list, out[net]["spans"] = claims(net, m, ms, chance)
         panels[f"{net}, {b.steps:,} steps each"] = {
             f"{norm} ({split})": {"x": ms, "values": m[norm][f"{split}_accuracy"],
                                   "diverged": m[norm]["diverged"] if split == "test" else [], "color": COLORS[norm], "linestyle": "-" if split == "test" else "--"}
             for norm in NORMS for split in ("test", "val")}
-        lines += table_lines(net, b.optim.learning_rate, m, ms) + claims(net, m, ms) + [""]
+        lines += table_lines(net, b.optim.learning_rate, m, ms) + verdict_list + [""]
     plots.setting_figure(panels, os.path.join(workdir, "lr_sweep.png"), xlabel="learning-rate multiplier (log)",
                          title=f"Final accuracy against the learning rate, with and without BN ({data.label(s.data)})",
-                         chance=1.0 / next(iter(bases.values())).model.num_classes)
+                         chance=chance)
     return {"figures": {"sweep": "lr_sweep.png"}, "multipliers": list(ms), "nets": out, "report": lines}
 
 

@@ -30,9 +30,10 @@ validation-selected evaluation. A diverged seed counts as not reaching the targe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
-from bnjax import data, plots, report, stats
+from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -42,6 +43,10 @@ PAPER = {"Baseline": (31.0e6, 72.2), "BN-Baseline": (13.3e6, 72.7), "BN-x5": (2.
          "BN-x30": (2.7e6, 74.8), "BN-x5-Sigmoid": (None, 69.8), "Sigmoid (no BN)": (None, "< 0.1")}
 PAPER_SOURCE = ("Ioffe & Szegedy, *Batch Normalization: Accelerating Deep Network Training by Reducing Internal "
                 "Covariate Shift*, ICML 2015 (arXiv 1502.03167), Figure 3 (ImageNet, Inception, single crop)")
+
+SPEED_CLAIMS = {"BN-Baseline": "BN alone reaches the Baseline's best accuracy in fewer steps",
+                "BN-x5": "BN with 5x the learning rate trains much faster",
+                "BN-x30": "BN with 30x the learning rate still trains fast"}
 
 
 def base(quick: bool, source: str) -> TrainConfig:
@@ -86,11 +91,14 @@ def table(runs: dict, arm_stats: dict) -> dict:
     per_seed = {arm: [stats.steps_to_target(r, target) for r in rs] for arm, rs in runs.items()}
     rows = {}
     for arm, a in arm_stats.items():
+        speed = verdicts.speedup(per_seed["Baseline"], per_seed[arm], claim=SPEED_CLAIMS.get(arm, f"{arm} is faster"))
+        if arm in PAPER and PAPER[arm][0]:
+            speed = dataclasses.replace(speed, claim=f"{speed.claim} (paper {PAPER['Baseline'][0] / PAPER[arm][0]:.1f}x)")
         rows[arm] = {"steps_to_target": per_seed[arm], **stats.reach_summary(per_seed[arm]),
-                     "speedup_vs_baseline": stats.speedup_ci(per_seed["Baseline"], per_seed[arm]),
+                     "speedup_vs_baseline": speed.to_dict(),
                      "selected_test_accuracy": a["selected_test_accuracy"],
                      "selected_test_accuracy_per_seed": a["per_seed"]["selected_test_accuracy"],
-                     "diverged_at": a["diverged_at"]}
+                     "diverged_at": a["diverged_at"], "at_chance": a["at_chance"], "chance": a["chance"]}
     return {"target_val_accuracy": target, "rows": rows}
 
 
@@ -101,35 +109,32 @@ def table_lines(t: dict) -> list[str]:
         p_steps, p_acc = PAPER.get(arm, (None, None))
         rows.append([arm, f"{p_steps / 1e6:.1f}e6" if p_steps else "—", f"{p_acc}%" if p_acc else "—",
                      f"{base_paper / p_steps:.1f}x" if p_steps else "—", report.reach_text(r),
-                     report.ratio_text(r["speedup_vs_baseline"]),
-                     report.pct_text(r["selected_test_accuracy"]), stats.diverged_text(r["diverged_at"])])
+                     report.ratio_text(verdicts.Verdict.from_dict(r["speedup_vs_baseline"])),
+                     report.pct_text(r["selected_test_accuracy"]), stats.diverged_text(r["diverged_at"], r["at_chance"])])
     return [report.table(["arm", "paper: steps to 72.2%", "paper: max acc", "paper: speed-up",
                           "here: steps to target, median [range], seeds reached", "here: speed-up [95% CI]",
                           "here: test acc at best val step", "diverged"], rows), ""]
 
 
-def verdicts(r: dict) -> list[str]:
-    def speed(arm: str, what: str) -> str:
-        return stats.speedup_verdict(r[arm]["speedup_vs_baseline"], claim=what,
-                                     paper=PAPER["Baseline"][0] / PAPER[arm][0])
+def claims(r: dict) -> list[verdicts.Verdict]:
+    """The table's verdicts: the speed-ups of `SPEED_CLAIMS`, then the accuracy and
+    divergence claims (accuracy at the validation-selected step; a diverged seed at chance)."""
 
-    acc = {arm: v["selected_test_accuracy_per_seed"] for arm, v in r.items()}
-    out = [speed("BN-Baseline", "BN alone reaches the Baseline's best accuracy in fewer steps"),
-           speed("BN-x5", "BN with 5x the learning rate trains much faster"),
-           speed("BN-x30", "BN with 30x the learning rate still trains fast"),
-           stats.compare(acc["BN-x30"], acc["BN-x5"],
-                         claim="BN-x30 ends with a higher best accuracy than BN-x5 (paper 74.8% vs 73.0%)"),
-           stats.compare(acc["BN-x5"], acc["BN-x5-Sigmoid"],
-                         claim="with BN a sigmoid network trains, but below ReLU (paper 69.8% vs 73.0%)"),
-           stats.compare(acc["BN-x5-Sigmoid"], acc["Sigmoid (no BN)"],
-                         claim="the sigmoid network trains far better with BN than without (paper: 69.8% vs never "
-                               "above 0.1%)"),
-           stats.divergence_verdict(r["Baseline-x5"]["diverged_at"],
-                                    claim="without BN, 5x the learning rate diverges (the paper's plain Inception "
-                                          "could not be trained at high rates)"),
-           stats.compare(acc["BN-x5"], acc["Baseline-x5"],
-                         claim="at 5x the learning rate, the network with BN ends above the one without")]
-    return ["- " + v for v in out]
+    def acc(ours: str, other: str, claim: str) -> verdicts.Verdict:
+        return verdicts.compare(r[ours]["selected_test_accuracy_per_seed"], r[other]["selected_test_accuracy_per_seed"],
+                                claim=claim, chance=r[ours]["chance"],
+                                diverged=tuple(sum(d is not None for d in r[a]["diverged_at"]) for a in (ours, other)))
+
+    out = [verdicts.Verdict.from_dict(r[arm]["speedup_vs_baseline"]) for arm in SPEED_CLAIMS]
+    return out + [
+        acc("BN-x30", "BN-x5", "BN-x30 ends with a higher best accuracy than BN-x5 (paper 74.8% vs 73.0%)"),
+        acc("BN-x5", "BN-x5-Sigmoid", "with BN a sigmoid network trains, but below ReLU (paper 69.8% vs 73.0%)"),
+        acc("BN-x5-Sigmoid", "Sigmoid (no BN)", "the sigmoid network trains far better with BN than without (paper: "
+                                                "69.8% vs never above 0.1%)"),
+        verdicts.divergence(r["Baseline-x5"]["diverged_at"],
+                            claim="without BN, 5x the learning rate diverges (the paper's plain Inception could not be "
+                                  "trained at high rates)"),
+        acc("BN-x5", "Baseline-x5", "at 5x the learning rate, the network with BN ends above the one without")]
 
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
@@ -144,7 +149,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
              "never reached counts as infinitely many steps), the range of those that reached, and the test "
              "accuracy at each seed's validation-selected evaluation (mean ± std).", "",
              "![learning-rate arms](lr_table.png)", ""]
-    lines += table_lines(t) + verdicts(t["rows"])
+    lines += table_lines(t) + claims(t["rows"])
     return {"figures": {"curves": "lr_table.png"}, "arms": a, "table": t, "paper": PAPER, "report": lines}
 
 

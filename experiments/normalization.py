@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import data, plots, report, stats
+from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli, fig1_mnist, placement
@@ -36,9 +36,8 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     above = sum(x > y for x, y in zip(w["mean"], wo["mean"], strict=False))
     lines.append(f"- Mean test accuracy with BN is above the plain network's at {above} of "
                  f"{min(len(w['steps']), len(wo['steps']))} evaluations.")
-    lines.append("- " + stats.compare(a["with BN"]["per_seed"]["final_test_accuracy"],
-                                      a["without BN"]["per_seed"]["final_test_accuracy"],
-                                      claim="BN gives the higher final test accuracy"))
+    lines.append(verdicts.compare_arms(a["with BN"], a["without BN"], "final_test_accuracy",
+                                       claim="BN gives the higher final test accuracy"))
     f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)}, workdir)
     lines += ["", "### Figure 1 of the BN paper", ""] + fig1_mnist.section(f1)
     return {"figures": {"curves": "normalization.png", "fig1": "fig1.png"}, "arms": a, "fig1": f1,

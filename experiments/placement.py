@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from bnjax import data, plots, report, stats
+from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
 from experiments import _cli
@@ -57,12 +57,12 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
              "`z = g(BN(Wu))`) and after it (B). Same optimiser and schedule for every arm.", ""]
     lines += [f"![{net}]({f})" for net, f in figures.items()] + ["", report.arms_table(a), ""]
     for net in NETS:
-        acc = {k: a[f"{net} {k}"]["per_seed"]["final_test_accuracy"] for k in ("no BN", "BN before (A)", "BN after (B)")}
-        lines.append("- " + stats.compare(acc["BN before (A)"], acc["no BN"],
-                                          claim=f"BN before the nonlinearity raises the {net}'s final test accuracy "
-                                                "over no BN"))
-        lines.append("- " + stats.compare(acc["BN before (A)"], acc["BN after (B)"],
-                                          claim=f"for the {net}, placement A ends above placement B"))
+        arm = {k: a[f"{net} {k}"] for k in ("no BN", "BN before (A)", "BN after (B)")}
+        lines.append(verdicts.compare_arms(arm["BN before (A)"], arm["no BN"], "final_test_accuracy",
+                                           claim=f"BN before the nonlinearity raises the {net}'s final test accuracy "
+                                                 "over no BN"))
+        lines.append(verdicts.compare_arms(arm["BN before (A)"], arm["BN after (B)"], "final_test_accuracy",
+                                           claim=f"for the {net}, placement A ends above placement B"))
     return {"figures": figures, "arms": a, "report": lines}
 
 

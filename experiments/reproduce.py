@@ -25,8 +25,8 @@ import shlex
 import sys
 import time
 
-from bnjax import report, runlog, stats
-from bnjax import data
+from bnjax import data, report, runlog, stats, timing
+from bnjax.experiment import write_results
 from experiments import _cli, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
@@ -35,6 +35,7 @@ EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ab
 DEFAULT = ("placement", "lr_table", "ablation", "normalization", "augmentation", "lr_sweep", "depth")
 NATURAL = ("lr_table", "lr_sweep", "augmentation")  # the natural-image tier (32x32 colour images)
 # batch_size: ask with --only
+SUITE = "suite.json"  # the invocation: its arguments, git state, versions, code version and times
 
 
 def main(argv=None) -> None:
@@ -44,13 +45,44 @@ def main(argv=None) -> None:
                                                 f"(default: {', '.join(DEFAULT)}; on 32x32 colour images "
                                                 f"{', '.join(NATURAL)})")
     p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
+    suite = None
+    if args.reanalyze:  # the stored invocation decides the arms; this one only names the workdir
+        suite = _stored_suite(p, args.workdir)
+        args = p.parse_args([*suite["argv"], "--reanalyze", "--workdir", args.workdir])
     names = sections(args.only, args.data)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     settings = _cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args)
-    git = runlog.git_state()  # the tree as the suite starts: what made its numbers
+    if suite is None:
+        suite = {"argv": argv, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
+                 "versions": runlog.versions(), "code": runlog.code_version()}
+    results = _run_sections(names, settings, suite)
+    counts = report.finalize(results)
+    for name, res in results.items():
+        write_results(res, os.path.join(settings.workdir, name))
+    header = _header(settings, results, suite, counts)
+    parts = [(name, EXPERIMENTS[name].title, results[name]["report"]) for name in names]
+    path = report.write(os.path.join(settings.workdir, "report.md"), parts, header=header)
+    runlog.write_json(os.path.join(settings.workdir, SUITE), suite)
+    runlog.write_json(os.path.join(settings.workdir, "timing.json"), {"total_s": suite["total_s"],
+                                                                      **suite["seconds"]})
+    print(f"report: {path}")
+
+
+def _stored_suite(p, workdir: str) -> dict:
+    path = os.path.join(workdir, SUITE)
+    if not os.path.exists(path):
+        p.error(f"--reanalyze: {path} does not exist: the workdir holds no suite written by this version of "
+                "experiments.reproduce (train it once, or give the experiment's own flags to its script)")
+    return runlog.read_json(path)
+
+
+def _run_sections(names: list[str], settings, suite: dict) -> dict:
+    """Train (or re-read) and analyse each section; times each, unless re-analysing (the
+    stored invocation's times are kept)."""
     pool = os.path.join(settings.workdir, "runs")
     results, seconds = {}, {}
     t_all = time.perf_counter()
@@ -61,12 +93,32 @@ def main(argv=None) -> None:
             settings, workdir=os.path.join(settings.workdir, name), pool=pool))
         seconds[name] = time.perf_counter() - t0
         print(f"   {seconds[name]:.0f} s", flush=True)
-    total = time.perf_counter() - t_all
-    header = _header(settings, argv, results, seconds, total, git)
-    parts = [(name, EXPERIMENTS[name].title, results[name]["report"]) for name in names]
-    path = report.write(os.path.join(settings.workdir, "report.md"), parts, header=header)
-    runlog.write_json(os.path.join(settings.workdir, "timing.json"), {"total_s": total, **seconds})
-    print(f"report: {path}")
+    if settings.reanalyze:
+        for name in names:
+            results[name]["train_wall_s"] = suite["train_wall_s"][name]
+            results[name]["time_s"] = suite["time_s"][name]
+    else:
+        suite.update(seconds=seconds, total_s=time.perf_counter() - t_all,
+                     train_wall_s={n: r["train_wall_s"] for n, r in results.items()},
+                     time_s={n: r["time_s"] for n, r in results.items()})
+    return results
+
+
+def _breakdown(results: dict, suite: dict) -> list[str]:
+    """Where the invocation's time went, per section and in total (minutes), as a table;
+    the columns add up to each section's wall time."""
+    cols = [*timing.PHASES, "pool", "analysis"]
+    rows, total = [], dict.fromkeys(cols, 0.0)
+    for name, res in results.items():
+        t = res["time_s"]
+        rows.append([name] + [f"{t.get(c, 0.0) / 60:.2f}" for c in cols] + [f"{suite['seconds'][name] / 60:.2f}"])
+        total = {c: total[c] + t.get(c, 0.0) for c in cols}
+    rows.append(["**total**"] + [f"{total[c] / 60:.2f}" for c in cols] + [f"{suite['total_s'] / 60:.2f}"])
+    head = ["section (minutes)", "data loading, fingerprints", "setup, restore", "compilation", "training steps",
+            "evaluation", "checkpoint writes", "population stats, summaries", "pool checks, reading runs back",
+            "analysis, figures", "wall"]
+    return ["Where this invocation's time went (XLA compilation counted apart from the phase that triggered it):",
+            "", report.table(head, rows), ""]
 
 
 def sections(only: str | None, source: str | None) -> list[str]:
@@ -81,17 +133,19 @@ def sections(only: str | None, source: str | None) -> list[str]:
     return list(NATURAL if natural else DEFAULT)
 
 
-def _header(settings, argv, results: dict, seconds: dict, total: float, git: dict) -> list[str]:
+def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
+    """The report's header, from the stored invocation (``suite``) and the run records."""
     run_dirs = sorted({d for r in results.values() for d in r["run_dirs"]})
     summaries = [runlog.read_json(os.path.join(d, "results.json")) for d in run_dirs]
     metas = [runlog.read_json(os.path.join(d, "meta.json")) for d in run_dirs]
-    train_s, wall_s = sum(s["train_seconds"] for s in summaries), sum(r["train_wall_s"] for r in results.values())
-    versions, code = runlog.versions(), runlog.code_version()
+    train_s, wall_s = sum(s["train_seconds"] for s in summaries), sum(suite["train_wall_s"].values())
+    git, versions, code, seconds = suite["git"], suite["versions"], suite["code"], suite["seconds"]
     tree = "clean tree" if not git["modified"] else "modified files: " + ", ".join(git["modified"])
-    other = [d for d, m in zip(run_dirs, metas, strict=True) if m.get("code_version") != code]
+    other = [os.path.relpath(d, settings.workdir) for d, m in zip(run_dirs, metas, strict=True)
+             if m.get("code_version") != code]
     prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
     fp = ", ".join(f"`{json.loads(p)['source']}` checksum `{json.loads(p)['checksum']}`" for p in prints if p != "null")
-    command = shlex.join(["python", "-m", "experiments.reproduce", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join(["python", "-m", "experiments.reproduce", *suite["argv"]])
     seeds = settings.seeds or "5 per MLP arm and 3 per ConvNet arm"
     return [
         "# bnjax reproduction report", "",
@@ -101,12 +155,16 @@ def _header(settings, argv, results: dict, seconds: dict, total: float, git: dic
            f"; all {len(run_dirs)} runs were made by this code") + ".",
         f"Data: {fp}{' (quick mode: short schedules)' if settings.quick else ''}; seeds: {seeds}; tables give "
         "mean ± std over seeds (n per arm in the tables).",
-        f"Time: this invocation {total / 60:.1f} min ({', '.join(f'{k} {v:.0f} s' for k, v in seconds.items())}); "
+        f"Time: this invocation {suite['total_s'] / 60:.1f} min ({', '.join(f'{k} {seconds[k]:.0f} s' for k in results)}); "
         f"{len(run_dirs)} runs, whose recorded training times (including evaluations; a group's time shared among "
         f"its runs) add up to {train_s / 60:.2f} min; this invocation spent {wall_s / 60:.2f} min (wall) training "
         "(runs finished by an earlier invocation are read back, not retrained).",
         f"jax {versions['jax']}, flax {versions['flax']}, optax {versions['optax']}.", "",
-        f"How to read it: {stats.RULES}",
+        *_breakdown(results, suite),
+        f"How to read it: {stats.RULES}", "",
+        report.multiplicity_text(counts), "",
+        "Re-render this report from its run records, without training or data: `python -m experiments.reproduce "
+        "--reanalyze --workdir DIR` (DIR: this report's folder).",
     ]
 
 

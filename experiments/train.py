@@ -73,9 +73,11 @@ def main(argv=None) -> None:
     if not parallel.is_writer():
         return
     if s["diverged_at"] is not None:
-        print(f"diverged at step {s['diverged_at']} (non-finite training loss)")
-    print(f"final test accuracy {s['final_test_accuracy'] * 100:.2f}% at step {s['final_step']}; "
-          f"selected by validation accuracy ({s['best_val_accuracy'] * 100:.2f}%): step {s['best_step']}, "
+        print(f"diverged at step {s['diverged_at']} (non-finite training loss): its final test accuracy is chance, "
+              f"{s['final_test_accuracy'] * 100:.2f}% (the diverged-run rule)")
+    else:
+        print(f"final test accuracy {s['final_test_accuracy'] * 100:.2f}% at step {s['final_step']}")
+    print(f"selected by validation accuracy ({s['best_val_accuracy'] * 100:.2f}%): step {s['best_step']}, "
           f"test accuracy {s['test_accuracy_at_best'] * 100:.2f}%; run in {args.workdir}")
 
 

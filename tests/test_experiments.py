@@ -27,11 +27,13 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     for rel in [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
         assert os.path.getsize(os.path.join(wd, rel)) > 10_000, rel  # every figure exists and is non-trivial
     assert "13.3e6" in report and "74.8%" in report  # the paper's table is quoted
-    verdicts = [line for line in report.splitlines() if line.startswith("- **")]
-    assert len(verdicts) >= 20
-    for line in verdicts:  # every verdict states its statistic and one of three words
-        assert re.match(r"- \*\*(Supported|Contradicted|Inconclusive)\*\*: ", line), line
-        assert "95% CI" in line or "seeds diverged" in line, line
+    lines = [line for line in report.splitlines() if line.startswith("- **")]
+    stored = [v for sec in glob.glob(os.path.join(wd, "*", "results.json")) for v in json.load(open(sec))["verdicts"]]
+    assert len(stored) >= 20 and len(stored) == len(lines)  # every verdict line is stored as an object
+    for v in stored:
+        assert v["outcome"] in ("Supported", "Contradicted", "Inconclusive") and v["claim"] and v["rule"]
+        assert any(f"**{v['outcome']}**: {v['claim']} — " in line for line in lines), v["claim"]
+    assert "This report tests" in report and "false-discovery-rate control" in report
     assert "seeds reached" in report or "/1 seeds" in report  # steps to target per seed
     assert "Command: `python -m experiments.reproduce --quick" in report and "Code: commit" in report
     runs = glob.glob(os.path.join(wd, "runs", "*", "seed_0"))
@@ -47,6 +49,15 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0
     assert stamps == {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
+    # re-rendered from the run records alone: the same report, byte for byte
+    before = open(os.path.join(wd, "report.md")).read()
+    redo = [sys.executable, "-m", "experiments.reproduce", "--reanalyze", "--workdir", wd]
+    proc = subprocess.run(redo, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert open(os.path.join(wd, "report.md")).read() == before
+    os.remove(os.path.join(runs[0], "results.json"))  # a missing run is named, nothing is trained
+    proc = subprocess.run(redo, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "missing from the pool" in proc.stderr and runs[0] in proc.stderr
 
 
 def test_experiment_flags_are_validated():

@@ -88,7 +88,7 @@ def _group_cfg(**kw):
     return TrainConfig(model=ModelConfig(arch="mlp", hidden=(32, 16), norm="batch", activation="relu"),
                        optim=OptimConfig(name="momentum", learning_rate=0.05),
                        data=DataConfig(source="digits", batch_size=16), steps=40, eval_every=20,
-                       population_stats_batches=4, **kw)
+                       population_stats_batches=4, probe_examples=100, **kw)
 
 
 def test_fit_group_writes_each_run_as_fit_alone_and_isolates_a_diverging_run(tmp_path):

@@ -89,11 +89,16 @@ def test_changed_code_is_detected_by_its_version(tmp_path, monkeypatch):
     assert runlog.read_json(f"{new.workdir}/meta.json")["code_version"]["sources"] == "0123456789abcdef"
 
 
-def test_code_version_changes_with_any_library_source(tmp_path):
-    """`runlog.code_version` hashes the bnjax/ sources next to it: a copy of the package
-    with one edited file gives another version; an unedited copy the same."""
+def test_code_version_covers_what_decides_numbers_only(tmp_path):
+    """`runlog.code_version` hashes the modules that decide a run's numbers: a copy of the
+    package with an edited norm.py gives another version (the pool retrains), an edited
+    stats.py, report.py or plots.py the same one (the pool keeps its runs); every module
+    of the package is classified."""
     copy = tmp_path / "bnjax"
     shutil.copytree(os.path.join(ROOT, "bnjax"), copy, ignore=shutil.ignore_patterns("__pycache__"))
+    modules = {p[:-3] for p in os.listdir(copy) if p.endswith(".py")}
+    assert modules == set(runlog.NUMBER_MODULES) | set(runlog.OTHER_MODULES)
+    assert not set(runlog.NUMBER_MODULES) & set(runlog.OTHER_MODULES)
 
     def version_of(directory):
         spec = importlib.util.spec_from_file_location("runlog_copy", directory / "runlog.py")
@@ -101,7 +106,12 @@ def test_code_version_changes_with_any_library_source(tmp_path):
         spec.loader.exec_module(mod)
         return mod.code_version()["sources"]
 
-    assert version_of(copy) == runlog.code_version()["sources"]
+    now = runlog.code_version()["sources"]
+    assert version_of(copy) == now
+    for name in ("stats.py", "report.py", "plots.py", "verdicts.py", "experiment.py"):
+        with open(copy / name, "a") as f:
+            f.write("\n# an edit to the analysis\n")
+    assert version_of(copy) == now
     with open(copy / "norm.py", "a") as f:
         f.write("\n# an edit\n")
-    assert version_of(copy) != runlog.code_version()["sources"]
+    assert version_of(copy) != now

@@ -12,51 +12,18 @@ import pytest
 
 from bnjax import data, stats
 from bnjax.experiment import Settings
+from bnjax.verdicts import Verdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_good_span_and_its_width_by_hand():
-    xs = (1.0, 3.0, 10.0, 30.0)
-    values = np.array([[0.95, 0.965, 0.95, 0.5], [0.95, 0.955, 0.96, 0.5]])  # means .95 .96 .955 .5
-    assert stats.good_span(values, xs, within=0.01) == (1.0, 10.0)
-    assert stats.span_decades(values, xs, within=0.01) == pytest.approx(1.0)
-    assert stats.good_span(values, xs, within=0.006) == (3.0, 10.0)
-    assert stats.good_span(values, xs, within=0.004) == (3.0, 3.0)
-    assert stats.span_decades(values[:, :1], xs[:1], within=0.01) == 0.0
-
-
-def test_span_difference_interval():
-    xs = (1.0, 10.0, 100.0)
-    plain = np.array([[0.9, 0.1, 0.1]] * 4)
-    bn = np.array([[0.9, 0.895, 0.2]] * 4)
-    assert stats.span_difference_ci(plain, bn, xs, within=0.01) == pytest.approx((1.0, 1.0, 1.0))
-    # seeds that disagree: the interval spans the widths the resampled seeds give
-    bn2 = np.array([[0.9, 0.90, 0.2], [0.9, 0.70, 0.2], [0.9, 0.91, 0.2], [0.9, 0.69, 0.2]])
-    point, low, high = stats.span_difference_ci(plain, bn2, xs, within=0.01)
-    assert point == 0.0 and low == 0.0 and high == pytest.approx(1.0)
-    assert "**Inconclusive**" in stats.interval_verdict((point, low, high), claim="c", unit="decades", n="n")
-    assert "**Supported**" in stats.interval_verdict((1.0, 1.0, 1.0), claim="c", unit="decades", n="n")
-
-
-def test_compare_with_a_margin():
-    rng = np.random.default_rng(0)
-    a, b = 0.970 + rng.normal(0, 0.002, 6), 0.965 + rng.normal(0, 0.002, 6)
-    diff, low, high = stats.welch_ci(a, b)
-    assert 0 < low and high < 0.01
-    assert stats.compare(a, b, claim="c").startswith("**Supported**")
-    assert stats.compare(a, b, claim="c", margin=0.01).startswith("**Contradicted**")  # not 1 point above
-    assert stats.compare(a, b, claim="c", margin=-0.01, higher=True).startswith("**Supported**")
-    assert "needs it above +1.00" in stats.compare(a, b, claim="c", margin=0.01)
-
-
-def _fake_runs(arms, accuracy, diverged):
+def _fake_runs(arms, accuracy, diverged, seeds=5):
     """Runs with a flat accuracy history per arm (seed noise 0.2 points) and the given
     divergence step per arm (None: no divergence)."""
     out = {}
     for name, cfg in arms.items():
         runs = []
-        for seed in range(3):
+        for seed in range(seeds):
             steps = range(cfg.eval_every, cfg.steps + 1, cfg.eval_every)
             acc = accuracy(name) + 0.002 * (seed - 1)
             div = diverged(name)
@@ -78,15 +45,20 @@ def test_lr_sweep_verdicts_on_hand_built_runs(tmp_path):
     runs = _fake_runs(arms, lambda n: acc[n.split(" ", 1)[1]],
                       lambda n: 1 if n.split(" ", 1)[1] in ("no BN x10", "no BN x100") else None)
     res = lr_sweep.analyze(runs, str(tmp_path), s)
-    verdicts = [line for line in res["report"] if line.startswith("- **")]
-    assert len(verdicts) == 4 and all(v.startswith("- **Supported**") for v in verdicts), verdicts
-    assert "at x10" in verdicts[0] and "3/3" in verdicts[0] and "BN x1–x10, no BN x1–x1" in verdicts[1]
-    assert "| x10 | 0.1 | 10.00 ± 0.00% | 3/3 |" in "\n".join(res["report"])  # chance from divergence on
+    found = [v for v in res["report"] if isinstance(v, Verdict)]
+    assert len(found) == 4 and all(v.outcome == "Supported" for v in found), found
+    assert "at x10" in found[0].claim and "5/5 diverged" in found[0].claim and found[0].diverged == (0, 5)
+    assert "BN x1–x10, no BN x1–x1" in found[1].claim and found[1].rule == "rank"
+    assert "| x10 | 0.1 | 10.00 ± 0.00% | 5/5 | 0 |" in "\n".join(map(str, res["report"]))  # chance from divergence
     assert os.path.getsize(tmp_path / "lr_sweep.png") > 10_000
     # the same accuracy with and without BN at every rate: the claims are not supported
     same = _fake_runs(arms, lambda n: 0.95, lambda n: None)
-    verdicts = [line for line in lr_sweep.analyze(same, str(tmp_path), s)["report"] if line.startswith("- **")]
-    assert [v.split("**")[1] for v in verdicts] == ["Contradicted", "Inconclusive"] * 2
+    found = [v for v in lr_sweep.analyze(same, str(tmp_path), s)["report"] if isinstance(v, Verdict)]
+    assert [v.outcome for v in found] == ["Contradicted", "Inconclusive"] * 2
+    # BN collapsed to chance at every rate: its span is none, never "the whole grid"
+    dead = _fake_runs(arms, lambda n: 0.1 if n.startswith("MLP BN") else 0.95, lambda n: None)
+    found = [v for v in lr_sweep.analyze(dead, str(tmp_path), s)["report"] if isinstance(v, Verdict)]
+    assert found[1].outcome == "Contradicted" and "BN none" in found[1].claim, found[1]
 
 
 def test_depth_verdicts_on_hand_built_runs(tmp_path):
@@ -98,8 +70,12 @@ def test_depth_verdicts_on_hand_built_runs(tmp_path):
     assert {(c.model.activation, c.model.init, c.optim.name) for c in arms.values()} == {("sigmoid", "torch", "sgd")}
     acc = {"no BN, 2 layers": 0.9, "no BN, 8 layers": 0.1, "BN, 2 layers": 0.92, "BN, 8 layers": 0.915}
     res = depth.analyze(_fake_runs(arms, acc.get, lambda n: None), str(tmp_path), s)
-    verdicts = [line for line in res["report"] if line.startswith("- **")]
-    assert [v.split("**")[1] for v in verdicts] == ["Supported"] * 3, verdicts
+    found = [v for v in res["report"] if isinstance(v, Verdict)]
+    assert [v.outcome for v in found] == ["Supported"] * 3, found
+    assert found[0].rule == "rank" and found[0].at_chance == (5, 0)  # 8 plain layers sit at chance
+    # at n = 3 the same outcomes cannot be told apart by ranks: no overstated certainty
+    res3 = depth.analyze(_fake_runs(arms, acc.get, lambda n: None, seeds=3), str(tmp_path), s)
+    assert [v.outcome for v in res3["report"] if isinstance(v, Verdict)][:2] == ["Inconclusive"] * 2
     assert os.path.getsize(tmp_path / "depth.png") > 10_000
 
 

@@ -1,0 +1,142 @@
+"""Verdict rules (`bnjax.verdicts`) against independent references (scipy, brute-force
+enumeration, hand computations) and the cases in which the old rules misled."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from bnjax import report, verdicts
+from bnjax.verdicts import Verdict
+
+
+def test_welch_interval_by_hand_and_the_three_outcomes():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0.90, 0.01, 5), rng.normal(0.88, 0.01, 5)
+    v = verdicts.compare(a, b, claim="a above b")
+    va, vb = a.var(ddof=1) / 5, b.var(ddof=1) / 5  # Welch-Satterthwaite by hand
+    dof = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    half = sps.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    diff = a.mean() - b.mean()
+    assert (v.estimate, v.low, v.high) == pytest.approx((diff, diff - half, diff + half))
+    assert v.rule == "welch" and v.outcome == "Supported" and v.n == (5, 5)
+    assert v.p == pytest.approx(2 * sps.t.sf(diff / math.sqrt(va + vb), dof))
+    assert verdicts.compare(b, a, claim="b above a").outcome == "Contradicted"
+    assert verdicts.compare(a, a + rng.normal(0, 0.02, 5), claim="x").outcome == "Inconclusive"
+    assert verdicts.compare(b, a, claim="b lower", higher=False).outcome == "Supported"
+    assert verdicts.compare([0.9], [0.8], claim="one seed").outcome == "Inconclusive"  # no interval from n = 1
+
+
+def test_margin_shifts_the_bar():
+    rng = np.random.default_rng(0)
+    a, b = 0.970 + rng.normal(0, 0.002, 6), 0.965 + rng.normal(0, 0.002, 6)
+    assert verdicts.compare(a, b, claim="c").outcome == "Supported"
+    assert verdicts.compare(a, b, claim="c", margin=0.01).outcome == "Contradicted"  # not 1 point above
+    assert verdicts.compare(a, b, claim="c", margin=-0.01).outcome == "Supported"
+    assert "needs it above +1.00" in report.verdict_line(verdicts.compare(a, b, claim="c", margin=0.01))
+
+
+def test_exact_u_distribution_equals_brute_force_enumeration():
+    for n, m in ((3, 3), (4, 5), (5, 5)):
+        counts = np.zeros(n * m + 1)
+        for xs in itertools.combinations(range(n + m), n):  # ranks of the first sample
+            u = sum(r for r in xs) - n * (n - 1) / 2
+            counts[int(u)] += 1
+        np.testing.assert_allclose(verdicts.u_cdf(n, m), np.cumsum(counts) / counts.sum())
+
+
+def test_hodges_lehmann_interval_inverts_the_exact_mann_whitney_test():
+    """The interval is the set of shifts d for which the exact two-sided test of x vs
+    y + d does not reject at 5% (scipy's exact test, on a fine grid)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(1.0, 0.3, 5), rng.normal(0.0, 0.3, 5)
+    est, low, high = verdicts.hodges_lehmann(x, y)
+    assert est == pytest.approx(np.median(x[:, None] - y[None, :]))
+    grid = np.linspace(low - 0.5, high + 0.5, 4001)
+    kept = [d for d in grid if sps.mannwhitneyu(x, y + d, method="exact").pvalue > 0.05]
+    assert min(kept) == pytest.approx(low, abs=1e-3) and max(kept) == pytest.approx(high, abs=1e-3)
+    assert verdicts.hodges_lehmann(x[:3], y[:3])[1:] == (-math.inf, math.inf)  # n = 3 vs 3: nothing excluded
+
+
+def test_case1_span_of_a_collapsed_arm_is_not_the_whole_grid():
+    plain = np.array([[0.97, 0.97, 0.5, 0.1]] * 5) + np.arange(5)[:, None] * 1e-4
+    bn_dead = np.full((5, 4), 0.1)  # at chance at every rate
+    v, spans = verdicts.span(plain, bn_dead, within=0.01, claim="BN wider")
+    assert spans["spans"] == {"a": (0, 1), "b": None} and spans["seed_widths"]["b"] == [0] * 5
+    assert v.outcome == "Contradicted" and v.estimate == -2  # the old rule said Supported, +2.00 decades
+    holes = np.array([0.97, 0.5, 0.97, 0.97])  # a bad setting between good ones breaks the span
+    assert verdicts.good_span(holes, 0.97, within=0.01) == (2, 3)
+    # n = 3 vs 3 identical widths: no zero-width interval, the rank rule cannot decide
+    v3, _ = verdicts.span(np.array([[0.97, 0.97, 0.1]] * 3), np.array([[0.97, 0.97, 0.97]] * 3), within=0.01,
+                          claim="c")
+    assert v3.outcome == "Inconclusive" and v3.low < 0 < v3.high
+
+
+def test_case2_neither_arm_reaching_is_inconclusive_in_words():
+    v = verdicts.speedup([None, None, None], [None, None, None], claim="faster")
+    assert v.outcome == "Inconclusive" and math.isnan(v.estimate)
+    assert "neither arm's median seed reached the target" in report.verdict_line(v)
+    fast = verdicts.speedup([1000, 1100, 1200, 1000, 1100], [200, 250, 300, 200, 220], claim="faster")
+    assert fast.estimate == pytest.approx(1100 / 220) and 1 < fast.low <= fast.estimate <= fast.high
+    assert fast.outcome == "Supported"
+    # the percentile bootstrap by hand: resample each arm's seeds, ratio of medians, 2.5/97.5%
+    rng = np.random.default_rng(7)
+    a, b = np.array([1000, 1100, 1200, 1000, 1100.0]), np.array([200, 250, 300, 200, 220.0])
+    boot = [np.median(rng.choice(a, 5)) / np.median(rng.choice(b, 5)) for _ in range(4000)]
+    assert fast.low == pytest.approx(np.percentile(boot, 2.5), rel=0.08)
+    assert fast.high == pytest.approx(np.percentile(boot, 97.5), rel=0.08)
+    slow = verdicts.speedup([1000, 1100, 1200], [None, None, None], claim="faster")
+    assert slow.outcome == "Contradicted" and slow.estimate == 0.0
+
+
+def test_case3_diverged_seed_ranks_worst_in_a_loss_verdict():
+    v = verdicts.compare([0.10, 0.11, math.inf], [0.20, 0.21, 0.22], claim="lower loss", higher=False, unit="nats")
+    assert v.outcome != "Supported" and v.diverged == (1, 0) and v.rule == "rank"  # the old rule: Supported, n = 2
+    with pytest.raises(ValueError, match="NaN"):
+        verdicts.compare([0.1, math.nan], [0.2, 0.3], claim="c")  # a dropped seed is refused, not ignored
+
+
+def test_case4_empty_input_is_refused():
+    with pytest.raises(ValueError, match="no seeds"):
+        verdicts.divergence([], claim="d")
+    with pytest.raises(ValueError, match="no values"):
+        verdicts.compare([], [0.5, 0.6], claim="c")
+    assert verdicts.divergence([10, 20, 30], claim="d").outcome == "Supported"
+    assert verdicts.divergence([None, 20, None], claim="d").outcome == "Inconclusive"
+    assert verdicts.divergence([None, None], claim="d").outcome == "Contradicted"
+
+
+def test_case5_false_discovery_control_by_hand():
+    def v(p, outcome="Supported"):
+        return Verdict(claim="c", outcome=outcome, estimate=1.0, low=0.5, high=1.5, unit="", n=(5, 5), rule="welch",
+                       p=p)
+
+    # Benjamini-Hochberg by hand: sorted p * m / rank, then the running minimum from the top
+    out = verdicts.control_fdr([v(0.01), v(0.04), v(0.045), v(0.9, "Inconclusive"), v(None, "Supported")])
+    assert [o.fdr_survives for o in out] == [True, False, False, None, None]  # 0.04, 0.06, 0.06, 0.9
+    lines = {"s": {"report": ["text", *out]}}
+    counts = report.finalize(lines)
+    assert counts == {"tested": 5, "with_p": 4, "decided": 4, "survive": 1}
+    assert "Does **not** survive" in lines["s"]["report"][2] and "survive" not in lines["s"]["report"][1]
+    assert [Verdict.from_dict(d).fdr_survives for d in lines["s"]["verdicts"]] == [True, False, False, None, None]
+
+
+def test_case6_bimodal_seeds_stay_within_accuracy_and_count_chance():
+    # the issue's example: two seeds at chance beside trained ones
+    ours, other = [0.95, 0.96, 0.10], [0.10, 0.11, 0.12]
+    v = verdicts.compare(ours, other, claim="c", chance=0.1)
+    assert v.rule == "rank" and -1.0 <= v.low <= v.high <= 1.0
+    assert v.at_chance == (1, 3) and v.outcome == "Inconclusive"  # n = 3: the rank interval excludes nothing
+    # even Welch (every seed trained) never reaches past what accuracy allows
+    w = verdicts.compare([0.99, 0.2, 0.98], [0.3, 0.25, 0.31], claim="c")
+    assert w.rule == "welch" and w.high <= 1.0
+
+
+def test_verdict_round_trips_through_strict_json():
+    v = verdicts.compare([0.10, 0.11, math.inf], [0.2, 0.21, 0.22], claim="c", higher=False, unit="nats")
+    d = json.loads(json.dumps(v.to_dict(), allow_nan=False))
+    assert d["claim"] == "c" and d["outcome"] in verdicts.OUTCOMES
+    assert Verdict.from_dict(d) == v
