@@ -66,7 +66,7 @@ def load_run(workdir: str, *, step: int | str = "latest") -> LoadedRun:
     tx = optimizer_for(cfg.optim, cfg.steps)
     sample = jnp.zeros((cfg.data.batch_size, *meta["input_shape"]), jnp.float32)
     target = initial_state(cfg, tx, sample)
-    store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints)
+    store = Checkpoints(os.path.join(workdir, "checkpoints"), keep=cfg.keep_checkpoints, read_only=True)
     try:
         if step == "latest":
             restored = store.restore_latest(target)

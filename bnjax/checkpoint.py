@@ -6,8 +6,12 @@ Keeps the last ``keep`` checkpoints plus the best one by validation accuracy.
   `CheckpointError` at once. orbax's asynchronous saving left non-daemon threads waiting
   after such a failure, so the process never exited; for bnjax's states (0.1-0.5 M
   parameters) a synchronous save costs the same (~60-110 ms measured, async included).
-* Every saved array's BLAKE2b checksum is kept in ``<directory>.checksums.json`` and
-  verified on restore; a mismatch (a flipped bit) makes the checkpoint unreadable.
+* Every saved array's BLAKE2b checksum is part of its step: ``<directory>/<step>/``
+  `SUMS`, written right after orbax's save returns, and a step counts as saved only with
+  it. Restoring verifies them; a mismatch (a flipped bit), a step without its checksums
+  (a crash between the two writes) or an unreadable checksum file makes the checkpoint
+  unreadable, with a message that says which.
+* ``read_only=True`` (reloading for analysis) writes nothing and needs read access only.
 * Restoring reads arrays into the structure of a freshly built state (``StandardRestore``
   with a target), so nothing from the checkpoint is executed (no pickle).
 * `set_aside` moves checkpoints that cannot be used out of the way (kept, never deleted).
@@ -16,7 +20,6 @@ Keeps the last ``keep`` checkpoints plus the best one by validation accuracy.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import warnings
@@ -30,6 +33,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 from bnjax import runlog
 
 BEST_METRIC = "val_accuracy"  # selection never looks at the test split
+SUMS = "bnjax_checksums.json"  # inside each step's directory
 
 
 class CheckpointError(RuntimeError):
@@ -42,13 +46,14 @@ class Checkpoints:
     Args:
       directory: where step folders live.
       keep: how many of the latest checkpoints to keep (the best is kept too).
+      read_only: only read (needs read access only; nothing is created or written).
     Raises:
-      CheckpointError: the directory cannot be created or written.
+      CheckpointError: the directory cannot be created or written (unless read-only).
     """
 
-    def __init__(self, directory: str, *, keep: int = 2):
+    def __init__(self, directory: str, *, keep: int = 2, read_only: bool = False):
         self.directory = os.path.abspath(directory)
-        self._sums_path = self.directory + ".checksums.json"
+        self.read_only = read_only
         policy = ocm.AnyPreservationPolicy([
             ocm.LatestN(n=keep),
             ocm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
@@ -58,10 +63,13 @@ class Checkpoints:
         # state), so the manager must not wait for the other processes.
         multi = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}) if (
             jax.process_count() > 1) else ocp.options.MultiprocessingOptions()
-        _check_writable(self.directory)
+        if not read_only:
+            _check_writable(self.directory)
+        elif not os.path.isdir(self.directory):
+            raise FileNotFoundError(f"no checkpoint directory {self.directory}")
         self._mngr = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=False,
+            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=False, read_only=read_only,
                                                  enable_async_checkpointing=False, multiprocessing_options=multi),
         )
 
@@ -75,32 +83,33 @@ class Checkpoints:
         Raises:
           CheckpointError: the save failed (named, with the directory).
         """
+        if self.read_only:
+            raise CheckpointError(f"{self.directory} was opened read-only: cannot save step {step}")
         state = jax.device_get(state)  # host copies: checksummed, and saved by process 0 alone
+        sums = tree_checksums(state)
         try:
             self._mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+            runlog.write_json(os.path.join(self.directory, str(step), SUMS), sums)  # now the step counts as saved
         except Exception as e:  # orbax raises many types
             raise CheckpointError(f"cannot save the checkpoint of step {step} in {self.directory}: "
-                                  f"{type(e).__name__}: {e}") from None
-        sums = {str(s): v for s, v in self._checksums().items() if int(s) in self.steps()}
-        sums[str(step)] = tree_checksums(state)
-        runlog.write_json(self._sums_path, sums)
+                                  f"{type(e).__name__}: {short_error(e)}") from None
 
     def restore(self, step: int, target: Any) -> Any:
         """Restore the checkpoint of ``step`` into ``target``'s structure.
 
         Raises:
-          CheckpointError: an array differs from the checksum recorded when it was saved.
+          CheckpointError: the step has no readable checksums (it cannot be verified), or an
+            array differs from the checksum recorded when it was saved.
           Exception: whatever orbax raises for a checkpoint it cannot read.
         """
+        want = self._checksums(step)
         state = self._mngr.restore(step, args=ocp.args.StandardRestore(target))
         _check_structure(state, target)
-        want = self._checksums().get(str(step))
-        if want is not None:
-            got = tree_checksums(state)
-            bad = sorted(k for k in want if got.get(k) != want[k])
-            if bad:
-                raise CheckpointError(f"checkpoint of step {step} in {self.directory} fails its checksums "
-                                      f"({len(bad)} arrays, e.g. {bad[0]}): the files changed after saving")
+        got = tree_checksums(state)
+        bad = sorted(k for k in set(want) | set(got) if got.get(k) != want.get(k))
+        if bad:
+            raise CheckpointError(f"checkpoint of step {step} in {self.directory} fails its checksums "
+                                  f"({len(bad)} arrays, e.g. {bad[0]}): the files changed after saving")
         return state
 
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:
@@ -145,14 +154,26 @@ class Checkpoints:
         """Release the manager."""
         self._mngr.close()
 
-    def _checksums(self) -> dict[str, dict[str, str]]:
-        if not os.path.exists(self._sums_path):
-            return {}
+    def _checksums(self, step: int) -> dict[str, str]:
+        """The checksums saved with ``step``; a step without them cannot be verified."""
+        path = os.path.join(self.directory, str(step), SUMS)
+        if not os.path.exists(path):
+            raise CheckpointError(f"checkpoint of step {step} in {self.directory} has no checksums (its save did "
+                                  "not finish): it cannot be verified, so it is not used")
         try:
-            with open(self._sums_path) as f:
-                return json.load(f)
-        except (OSError, json.JSONDecodeError):
-            return {}
+            return runlog.read_json(path)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"checkpoint of step {step} in {self.directory}: its checksum file cannot be "
+                                  f"read ({type(e).__name__}: {e}), so it cannot be verified") from None
+
+
+def short_error(e: BaseException, limit: int = 300) -> str:
+    """An exception's message without tensorstore's JSON spec, at most ``limit`` characters
+    (the cause, e.g. "No space left on device", stays)."""
+    text = str(e).split(" [tensorstore_spec=")[0]
+    if "No space left on device" in str(e) and "No space left on device" not in text[:limit]:
+        return "No space left on device: " + text[:limit]
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def tree_checksums(tree: Any) -> dict[str, str]:

@@ -33,6 +33,11 @@ TFDS_SOURCES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
+class DataError(ValueError):
+    """The data set cannot be used as asked (a bad source, file, shape, label or split);
+    the message names the problem. A user error, reported in one line by the scripts."""
+
+
 @dataclass(frozen=True)
 class Dataset:
     """In-memory train/test split. ``x_*``: float32 (N, H, W, C); ``y_*``: int32 (N,)."""
@@ -60,11 +65,11 @@ def parse_source(source: str) -> tuple[str, str]:
     kind, _, arg = source.partition(":")
     if kind in ("npz", "idx"):
         if not arg:
-            raise ValueError(f"data source {source!r} needs a path, e.g. '{kind}:/path/to/data'")
+            raise DataError(f"data source {source!r} needs a path, e.g. '{kind}:/path/to/data'")
         return kind, arg
     if kind in ("digits",) + TFDS_SOURCES and not arg:
         return kind, ""
-    raise ValueError(
+    raise DataError(
         f"unknown data source {source!r}; use digits, {', '.join(TFDS_SOURCES)}, npz:PATH or idx:DIR"
     )
 
@@ -133,7 +138,7 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
     print_ = fingerprint(source, image_size, (xtr, ytr, xte, yte))
     xtr, xte = _as_nhwc(xtr, source), _as_nhwc(xte, source)
     if xtr.shape[1:] != xte.shape[1:]:
-        raise ValueError(f"data source {source!r}: train images {xtr.shape[1:]} and test {xte.shape[1:]} differ")
+        raise DataError(f"data source {source!r}: train images {xtr.shape[1:]} and test {xte.shape[1:]} differ")
     if scale is None:  # npz: uint8 pixels or floats already in [0, 1]
         scale = 255.0 if np.issubdtype(xtr.dtype, np.integer) else 1.0
     xtr = xtr.astype(np.float32) / scale
@@ -141,7 +146,7 @@ def load(source: str, *, data_dir: str = "", image_size: int = 0, num_classes: i
     for split, x in (("train", xtr), ("test", xte)):
         bad = ~np.isfinite(x)
         if bad.any():
-            raise ValueError(f"data source {source!r}: {int(bad.sum())} non-finite pixel values in the {split} images "
+            raise DataError(f"data source {source!r}: {int(bad.sum())} non-finite pixel values in the {split} images "
                              f"(first in image {int(np.argwhere(bad)[0][0])})")
     if image_size:
         xtr, xte = _pad_to(xtr, image_size, source), _pad_to(xte, image_size, source)
@@ -181,7 +186,7 @@ def validation_split(y: np.ndarray, fraction: float, seed: int, *, default: floa
         n_val = max(n_val, min(1000, n // 5))
     classes, counts = np.unique(y, return_counts=True)
     if not 0 < n_val < n:
-        raise ValueError(f"a validation split of {n_val} of {n} training examples leaves nothing to train or validate on")
+        raise DataError(f"a validation split of {n_val} of {n} training examples leaves nothing to train or validate on")
     stratify = y if counts.min() >= 2 and len(classes) <= n_val <= n - len(classes) else None
     train, val = train_test_split(np.arange(n), test_size=n_val, random_state=seed, stratify=stratify)
     val = np.sort(val)
@@ -195,16 +200,16 @@ def _check_labels(source, kind, xtr, ytr, xte, yte, num_classes):
     """Integer labels within [0, num_classes), one per image, non-empty splits."""
     ytr, yte = _labels(ytr, source, "train"), _labels(yte, source, "test")
     if len(xtr) == 0 or len(xte) == 0:
-        raise ValueError(f"data source {source!r}: empty {'training' if len(xtr) == 0 else 'test'} set")
+        raise DataError(f"data source {source!r}: empty {'training' if len(xtr) == 0 else 'test'} set")
     if num_classes is None:
         num_classes = NUM_CLASSES.get(kind, int(max(ytr.max(initial=0), yte.max(initial=0))) + 1)
     for split, y in (("train", ytr), ("test", yte)):
         bad = (y < 0) | (y >= num_classes)
         if bad.any():
-            raise ValueError(f"data source {source!r}: {int(bad.sum())} {split} labels outside [0, {num_classes}) "
+            raise DataError(f"data source {source!r}: {int(bad.sum())} {split} labels outside [0, {num_classes}) "
                              f"(e.g. {int(y[bad][0])})")
     if len(xtr) != len(ytr) or len(xte) != len(yte):
-        raise ValueError(f"data source {source!r}: images and labels differ in number")
+        raise DataError(f"data source {source!r}: images and labels differ in number")
     return ytr, yte, num_classes
 
 
@@ -226,14 +231,14 @@ def _labels(y: np.ndarray, source: str, split: str) -> np.ndarray:
     """Integer class labels; float labels only when every value is a whole number."""
     y = np.asarray(y)
     if y.ndim != 1:
-        raise ValueError(f"data source {source!r}: {split} labels must be one integer per image, got shape {y.shape}")
+        raise DataError(f"data source {source!r}: {split} labels must be one integer per image, got shape {y.shape}")
     if np.issubdtype(y.dtype, np.integer):
         return y
     if not np.issubdtype(y.dtype, np.floating):
-        raise ValueError(f"data source {source!r}: {split} labels have dtype {y.dtype}; expected integers")
+        raise DataError(f"data source {source!r}: {split} labels have dtype {y.dtype}; expected integers")
     bad = ~np.isfinite(y) | (y != np.round(y))
     if bad.any():
-        raise ValueError(f"data source {source!r}: {int(bad.sum())} {split} labels are not whole numbers "
+        raise DataError(f"data source {source!r}: {int(bad.sum())} {split} labels are not whole numbers "
                          f"(e.g. {float(y[bad][0])!r})")
     return y.astype(np.int64)
 
@@ -243,13 +248,13 @@ def _as_nhwc(x: np.ndarray, source: str) -> np.ndarray:
         return x[..., None]
     if x.ndim == 4:
         return x
-    raise ValueError(f"data source {source!r}: images must be (N, H, W) or (N, H, W, C), got {x.shape}")
+    raise DataError(f"data source {source!r}: images must be (N, H, W) or (N, H, W, C), got {x.shape}")
 
 
 def _pad_to(x: np.ndarray, size: int, source: str) -> np.ndarray:
     h, w = x.shape[1:3]
     if h > size or w > size:
-        raise ValueError(f"data source {source!r}: images {h}x{w} are larger than image_size={size}")
+        raise DataError(f"data source {source!r}: images {h}x{w} are larger than image_size={size}")
     top, left = (size - h) // 2, (size - w) // 2
     return np.pad(x, ((0, 0), (top, size - h - top), (left, size - w - left), (0, 0)))
 
@@ -269,7 +274,7 @@ def _npz(path: str):
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
         if missing:
-            raise ValueError(f"npz file {path} lacks arrays {missing} (needs x_train, y_train, x_test, y_test)")
+            raise DataError(f"npz file {path} lacks arrays {missing} (needs x_train, y_train, x_test, y_test)")
         return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
 
 
@@ -279,15 +284,15 @@ def read_idx(path: str) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+        raise DataError(f"{path} is not an IDX file (bad magic number)")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if raw[2] not in dtypes:
-        raise ValueError(f"{path}: unknown IDX element type {raw[2]:#x}")
+        raise DataError(f"{path}: unknown IDX element type {raw[2]:#x}")
     ndim = raw[3]
     dims = np.frombuffer(raw, ">u4", count=ndim, offset=4).astype(int)
     data = np.frombuffer(raw, dtypes[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: header says {tuple(dims)} but holds {data.size} values (truncated?)")
+        raise DataError(f"{path}: header says {tuple(dims)} but holds {data.size} values (truncated?)")
     return data.reshape(dims)
 
 
@@ -313,7 +318,7 @@ def _tfds(name: str, data_dir: str):
             ds = tfds.data_source(name, split=split, data_dir=data_dir or None)
         except ModuleNotFoundError as e:
             # Reading array_record files needs no TensorFlow; tfds's builders do to prepare them.
-            raise RuntimeError(
+            raise DataError(
                 f"tfds data set {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} and preparing it "
                 f"needs a module that is not installed ({e.name}). Prepare it once with TensorFlow installed "
                 f"(pip install tensorflow; then python -c \"import tensorflow_datasets as tfds; "
@@ -341,7 +346,7 @@ def epoch_batches(key: jax.Array, epoch: jax.Array, n: int, batch_size: int) -> 
     sort): uniform up to key collisions (probability ~n^2 / 2^65, 1e-10 for n = 60,000),
     where ``jax.random.permutation`` sorts twice by 32 bits; half the cost on CPU."""
     if batch_size > n:
-        raise ValueError(f"batch size {batch_size} is larger than the {n} training examples")
+        raise DataError(f"batch size {batch_size} is larger than the {n} training examples")
     bits = jax.random.bits(jax.random.fold_in(key, epoch), (2, n), jnp.uint32)
     perm = jax.lax.sort((bits[0], bits[1], jnp.arange(n, dtype=jnp.int32)), num_keys=2)[2]
     steps = n // batch_size

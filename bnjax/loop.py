@@ -85,11 +85,11 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
     records = _open(cfg_list, dirs)
     try:
         with phases.of("setup"):
-            _record_meta(records, ds, dev, runs)
             sharding = parallel.batch_sharding(mesh) if mesh is not None else None
             program = Program.build(base, len(cfg_list), layout=layout, share_data=share_data, sharding=sharding)
             states, pending = _restore(records, program,
                                        program.init(cfg_list, dev["x_train"][: base.data.batch_size]))
+            _record_meta(records, ds, dev, runs, int(program.state(states, 0).step))
             if mesh is not None:
                 states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
         bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
@@ -134,11 +134,18 @@ def fit_many(cfg: TrainConfig, seeds: Sequence[int], *, lr_multipliers: Sequence
     return many.stack([r.state for r in res]), [r.history for r in res], time.perf_counter() - t0
 
 
+def dataset_args(cfg: TrainConfig) -> dict[str, Any]:
+    """The arguments of `bnjax.data.load` a config decides: the one source of what makes
+    two configs share a data set (`load_dataset`, and the pool's cache of data sets)."""
+    return {"source": cfg.data.source, "data_dir": cfg.data.data_dir, "image_size": cfg.data.image_size,
+            "num_classes": cfg.model.num_classes, "val_fraction": cfg.data.val_fraction,
+            "val_seed": cfg.data.val_seed}
+
+
 def load_dataset(cfg: TrainConfig) -> data_lib.Dataset:
     """The data set a config names, checked against the model's class count."""
-    return data_lib.load(cfg.data.source, data_dir=cfg.data.data_dir, image_size=cfg.data.image_size,
-                         num_classes=cfg.model.num_classes, val_fraction=cfg.data.val_fraction,
-                         val_seed=cfg.data.val_seed)
+    args = dataset_args(cfg)
+    return data_lib.load(args.pop("source"), **args)
 
 
 def boundaries(cfg: TrainConfig) -> list[int]:
@@ -209,24 +216,27 @@ def _open(cfgs: list[TrainConfig], dirs: list[str | None]) -> list[RunRecord]:
 
 def _check_data(cfg: TrainConfig, ds: data_lib.Dataset, dev: dict) -> None:
     if ds.num_classes > cfg.model.num_classes:
-        raise ValueError(f"data set {ds.name} has {ds.num_classes} classes but model.num_classes is "
+        raise data_lib.DataError(f"data set {ds.name} has {ds.num_classes} classes but model.num_classes is "
                          f"{cfg.model.num_classes}")
     n = dev["x_train"].shape[0]
     if cfg.data.batch_size > n:
-        raise ValueError(f"data.batch_size {cfg.data.batch_size} exceeds the {n} training examples of {ds.name}")
+        raise data_lib.DataError(f"data.batch_size {cfg.data.batch_size} exceeds the {n} training examples of {ds.name}")
     if cfg.population_stats_batches > n // cfg.data.batch_size:
-        raise ValueError(f"population_stats_batches {cfg.population_stats_batches} exceeds the "
+        raise data_lib.DataError(f"population_stats_batches {cfg.population_stats_batches} exceeds the "
                          f"{n // cfg.data.batch_size} batches of {cfg.data.batch_size} in one epoch of {ds.name} "
                          "(Algorithm 2 draws its batches from one epoch)")
 
 
-def _record_meta(records: list[RunRecord], ds: data_lib.Dataset, dev: dict, runs: str | None) -> None:
+def _record_meta(records: list[RunRecord], ds: data_lib.Dataset, dev: dict, runs: str | None, step: int) -> None:
+    """The data facts of each run (the same on every resume: the pool checks them) and a
+    new segment: who trains it from ``step`` (`bnjax.runlog.begin_segment`)."""
     k = len(records)
     for rec in records:
         if rec.workdir:
             runlog.update_meta(rec.workdir, input_shape=list(dev["x_train"].shape[1:]), dataset=ds.name, split=ds.split,
-                               data_fingerprint=ds.fingerprint, code_version=runlog.code_version(),
-                               runs=runs or ("together" if k > 1 else "sequential"), group_size=k)
+                               data_fingerprint=ds.fingerprint)
+            runlog.begin_segment(rec.workdir, from_step=step, code_version=runlog.code_version(),
+                                 runs=runs or ("together" if k > 1 else "sequential"), group_size=k)
 
 
 def _restore(records: list[RunRecord], program: Program, initial: list[TrainState]) -> tuple[Any, list[dict]]:

@@ -15,6 +15,7 @@ from bnjax.stats import Run, curve  # noqa: E402
 LABELS = {
     "train_loss": "training loss (mean since last evaluation)",
     "test_accuracy": "test accuracy",
+    "val_accuracy": "validation accuracy",
     "test_loss": "test loss",
 }
 
@@ -42,8 +43,10 @@ def _band_limits(mean: np.ndarray, std: np.ndarray, metric: str) -> tuple[np.nda
 
 
 def curves_figure(arms: Mapping[str, Sequence[Run]], path: str, *, title: str,
-                  metrics: Sequence[str] = ("train_loss", "test_accuracy"), log_loss: bool = True) -> str:
-    """One panel per metric, one band per arm. Returns ``path``."""
+                  metrics: Sequence[str] = ("train_loss", "val_accuracy"), log_loss: bool = True) -> str:
+    """One panel per metric, one band per arm. Returns ``path``. Accuracy curves are on the
+    validation split by default: the test split is measured at the end and at the
+    selected evaluation only (unless a run has ``test_curve``)."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2))
     axes = np.atleast_1d(axes)
     for ax, metric in zip(axes, metrics, strict=True):

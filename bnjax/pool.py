@@ -9,7 +9,11 @@ with it are compared with the present:
 * the data fingerprint in its ``meta.json`` (`bnjax.data.fingerprint`: source, shapes,
   checksum of the arrays) with that of the data loaded now;
 * the code version in its ``meta.json`` (`bnjax.runlog.code_version`: package version
-  and a hash of the ``bnjax/`` sources) with the running code's.
+  and a hash of the modules that decide a run's numbers) with the running code's;
+* the versions of the libraries that can change its numbers
+  (`bnjax.runlog.NUMBER_LIBRARIES`: jax, jaxlib, flax, optax, numpy, scikit-learn), the
+  backend (cpu, gpu, tpu) and the checksum of the validation split's indices. Python's
+  and orbax-checkpoint's versions and the devices are recorded and reported only.
 
 On any difference, ``stale="retrain"`` moves the old run aside (to
 ``POOL/<hash>/stale/seed_S-<time>``, never deleted), says so in one line and trains the
@@ -30,7 +34,7 @@ from bnjax import config as config_lib
 from bnjax import data as data_lib
 from bnjax import runlog
 from bnjax.config import TrainConfig
-from bnjax.loop import fit, load_dataset
+from bnjax.loop import dataset_args, fit, load_dataset
 from bnjax.programs import program_key
 from bnjax.stats import Run
 from bnjax.timing import Phases
@@ -84,9 +88,16 @@ def resolve_runs(mode: str) -> str:
     return "together" if jax.default_backend() != "cpu" else "sequential"
 
 
-def differences(rdir: str, cfg: TrainConfig, fingerprint: dict, code: dict) -> list[str] | None:
+def differences(rdir: str, cfg: TrainConfig, fingerprint: dict, code: dict, now: dict | None = None,
+                split: dict | None = None) -> list[str] | None:
     """What differs between the run stored in ``rdir`` and the run asked for: None when
-    nothing is stored there, [] when config, data and code all match."""
+    nothing is stored there, [] when config, data, code, libraries and backend all match.
+
+    Args:
+      now: ``{"versions": runlog.versions(), "backend": ...}`` of this process (None: not
+        compared).
+      split: the validation split's description (`bnjax.data.validation_split`).
+    """
     cfg_path, meta_path = os.path.join(rdir, "config.json"), os.path.join(rdir, "meta.json")
     if not os.path.exists(cfg_path):
         return None
@@ -102,14 +113,32 @@ def differences(rdir: str, cfg: TrainConfig, fingerprint: dict, code: dict) -> l
         old = meta.get("code_version")
         why.append(f"code version ({old['sources'] if isinstance(old, dict) else 'not recorded'} -> "
                    f"{code['sources']})")
+    if now is not None:
+        had = meta.get("versions", {})
+        why += [f"{lib} {had.get(lib, 'not recorded')} -> {now['versions'][lib]}" for lib in runlog.NUMBER_LIBRARIES
+                if had.get(lib) != now["versions"][lib]]
+        if meta.get("backend") != now["backend"]:
+            why.append(f"backend {meta.get('backend', 'not recorded')} -> {now['backend']}")
+    key = "val_indices_checksum"
+    if split is not None and meta.get("split", {}).get(key) != split.get(key):
+        why.append("validation split (its indices differ)")
     return why
 
 
 def set_aside(rdir: str) -> str:
-    """Move a stale run out of the pool's way (kept, never deleted); returns its new path."""
+    """Move a stale run out of the pool's way (kept, never deleted), holding its lock so
+    a process still training there is never pulled from under; returns its new path.
+
+    Raises:
+      bnjax.runlog.RunLockedError: another process holds the run.
+    """
     dest = os.path.join(os.path.dirname(rdir), "stale", f"{os.path.basename(rdir)}-{time.strftime('%Y%m%dT%H%M%S')}")
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    os.replace(rdir, dest)
+    lock = runlog.RunLock(rdir)
+    try:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.replace(rdir, dest)
+    finally:
+        lock.release()
     return dest
 
 
@@ -157,27 +186,52 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     groups: dict = {}
     for cell in todo:  # one program per group when training together, else one per run
         groups.setdefault(program_key(cell.cfg) if mode == "together" else cell.rdir, []).append(cell)
-    k = len(done)
-    for group in groups.values():
-        ds = datasets[_data_key(group[0].cfg)]
-        with phases.of("data"):
-            dev = data_lib.to_device(ds)
-        names = ", ".join(sorted({c.arm for c in group}))
-        desc = (f"[{k + 1}-{k + len(group)}/{len(cells)}] {names}" if len(group) > 1 else
-                f"[{k + 1}/{len(cells)}] {group[0].arm} seed {group[0].cfg.seed}")
-        t0 = time.perf_counter()
-        results = fit([c.cfg for c in group], [c.rdir for c in group], dataset=ds, device_data=dev,
-                      progress=progress, desc=desc, runs=mode, phases=phases)
-        if timing is not None:
-            timing["train_wall_s"] = timing.get("train_wall_s", 0.0) + time.perf_counter() - t0
-        for c, res in zip(group, results, strict=True):
-            done[c.rdir] = Run(c.arm, c.cfg.seed, c.cfg, res.history, res.summary, c.rdir)
+    queue, k = list(groups.values()), len(done)
+    while queue:  # runs another process holds are done last: waited for, then read back (or trained)
+        group = queue.pop(0)
+        if any(runlog.is_locked(c.rdir) for c in group) and queue:
+            queue.append(group)  # train the rest first
+            continue
+        if any(runlog.is_locked(c.rdir) for c in group):
+            print(f"waiting for {len(group)} run(s) another process is training ({group[0].rdir} ...)", flush=True)
+            for c in group:
+                runlog.wait_unlocked(c.rdir)
+        if all(os.path.exists(os.path.join(c.rdir, "results.json")) for c in group):
+            done.update({c.rdir: _read(c) for c in group})  # the other process finished them
+        elif not _train_group(group, datasets, done, f"[{k + 1}/{len(cells)}]", progress, mode, timing, phases):
+            queue.append(group)  # taken by another process meanwhile
+            continue
         k += len(group)
-        del dev  # keep one data set on the device at a time
     out: dict[str, list[Run]] = {}
     for c in cells:
         out.setdefault(c.arm, []).append(done[c.rdir])
     return out
+
+
+def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, progress: bool, mode: str,
+                 timing: dict | None, phases: Phases) -> bool:
+    """Train one group's runs into ``done``; False when another process holds one of them."""
+    ds = datasets[_data_key(group[0].cfg)]
+    with phases.of("data"):
+        dev = data_lib.to_device(ds)
+    names = ", ".join(sorted({c.arm for c in group}))
+    desc = f"{count} {names}" + (f" ({len(group)} runs)" if len(group) > 1 else f" seed {group[0].cfg.seed}")
+    t0 = time.perf_counter()
+    try:
+        results = fit([c.cfg for c in group], [c.rdir for c in group], dataset=ds, device_data=dev,
+                      progress=progress, desc=desc, runs=mode, phases=phases)
+    except runlog.RunLockedError:
+        return False
+    if timing is not None:
+        timing["train_wall_s"] = timing.get("train_wall_s", 0.0) + time.perf_counter() - t0
+    for c, res in zip(group, results, strict=True):
+        done[c.rdir] = Run(c.arm, c.cfg.seed, c.cfg, res.history, res.summary, c.rdir)
+    return True
+
+
+def _read(c: _Cell) -> Run:
+    return Run(c.arm, c.cfg.seed, c.cfg, runlog.read_metrics(c.rdir),
+               runlog.read_json(os.path.join(c.rdir, "results.json")), c.rdir)
 
 
 def read_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
@@ -197,8 +251,7 @@ def read_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[st
         raise MissingRunsError(missing)
     out: dict[str, list[Run]] = {}
     for c in cells:
-        out.setdefault(c.arm, []).append(Run(c.arm, c.cfg.seed, c.cfg, runlog.read_metrics(c.rdir),
-                                             runlog.read_json(os.path.join(c.rdir, "results.json")), c.rdir))
+        out.setdefault(c.arm, []).append(_read(c))
     return out
 
 
@@ -214,8 +267,7 @@ def _seeded(base: TrainConfig, seeds: Sequence[int], steps: int | None) -> list[
 
 
 def _data_key(cfg: TrainConfig) -> tuple:
-    d = cfg.data
-    return d.source, d.data_dir, d.image_size, cfg.model.num_classes, d.val_fraction, d.val_seed
+    return tuple(sorted(dataset_args(cfg).items()))
 
 
 def _datasets(cells: list[_Cell]) -> dict[tuple, data_lib.Dataset]:
@@ -229,8 +281,12 @@ def _datasets(cells: list[_Cell]) -> dict[tuple, data_lib.Dataset]:
 def _sort_out(cells: list[_Cell], datasets: dict, stale: str) -> tuple[dict[str, Run], list[_Cell]]:
     """Finished matching runs (read back) and the cells still to train; stale runs are
     refused or set aside here, before any training."""
-    code = runlog.code_version()
-    found = {c.rdir: differences(c.rdir, c.cfg, datasets[_data_key(c.cfg)].fingerprint, code) for c in cells}
+    import jax
+
+    code, now = runlog.code_version(), {"versions": runlog.versions(), "backend": jax.default_backend()}
+    found = {c.rdir: differences(c.rdir, c.cfg, datasets[_data_key(c.cfg)].fingerprint, code, now,
+                                 datasets[_data_key(c.cfg)].split)
+             for c in cells if not runlog.is_locked(c.rdir)}  # a held run is another process's: waited for later
     bad = {d: why for d, why in found.items() if why}
     if bad and stale == "refuse":
         raise StaleRunError(bad)
@@ -241,8 +297,7 @@ def _sort_out(cells: list[_Cell], datasets: dict, stale: str) -> tuple[dict[str,
         if c.rdir in done or any(t.rdir == c.rdir for t in todo):
             continue  # two arms with one config share the run
         if not bad.get(c.rdir) and os.path.exists(os.path.join(c.rdir, "results.json")):
-            done[c.rdir] = Run(c.arm, c.cfg.seed, c.cfg, runlog.read_metrics(c.rdir),
-                               runlog.read_json(os.path.join(c.rdir, "results.json")), c.rdir)
+            done[c.rdir] = _read(c)
         else:
             todo.append(c)
     return done, todo

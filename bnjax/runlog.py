@@ -12,8 +12,10 @@ import functools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import time
+import warnings
 from typing import Any
 
 from bnjax import config as config_lib
@@ -65,6 +67,38 @@ class RunLock:
             self._fd = None
 
 
+def is_locked(workdir: str) -> bool:
+    """Whether a live process holds the run directory's lock (`RunLock`)."""
+    import fcntl
+
+    path = os.path.join(workdir, ".lock")
+    if not os.path.exists(path):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the shared lock if it was taken
+
+
+def wait_unlocked(workdir: str) -> None:
+    """Block until no process holds the run directory's lock (the holder finished, or
+    died: the kernel releases its lock either way)."""
+    import fcntl
+
+    path = os.path.join(workdir, ".lock")
+    if not os.path.exists(path):
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: str, obj: Any) -> None:
     """Write JSON atomically."""
     tmp = f"{path}.tmp{os.getpid()}"
@@ -78,12 +112,20 @@ def read_json(path: str) -> Any:
         return json.load(f)
 
 
+# Libraries whose version can change a run's numbers (random streams, kernels, the
+# optimiser's arithmetic, the validation split drawn by scikit-learn): a run stored with
+# another version of any of them is stale (`bnjax.pool`). The others are recorded and
+# reported only.
+NUMBER_LIBRARIES = ("jax", "jaxlib", "flax", "optax", "numpy", "scikit-learn")
+
+
 def versions() -> dict[str, str]:
-    """Versions of the libraries that decide a run's numbers."""
+    """Versions of Python and of the libraries a run uses (`NUMBER_LIBRARIES` and
+    orbax-checkpoint)."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    for pkg in (*NUMBER_LIBRARIES, "orbax-checkpoint"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -142,15 +184,10 @@ def git_state() -> dict:
 
 
 def git_revision() -> str:
-    """The git revision of the bnjax checkout, or "unknown"."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
-        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if rev.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The git revision of the bnjax checkout (`git_state`), ``+dirty`` when tracked files
+    are modified, or "unknown"."""
+    g = git_state()
+    return g["commit"] + ("+dirty" if g["modified"] else "") if g["commit"] != "unknown" else "unknown"
 
 
 def check_writable(workdir: str) -> None:
@@ -185,16 +222,29 @@ def prepare(workdir: str, cfg: Any) -> None:
             raise RunMismatchError(workdir, fields)
     else:
         write_json(path, config_lib.to_dict(cfg))
+    meta_path = os.path.join(workdir, "meta.json")
+    if not os.path.exists(meta_path):
+        write_json(meta_path, {"started": time.strftime("%Y-%m-%dT%H:%M:%S"), "seed": cfg.seed})
+
+
+def begin_segment(workdir: str, *, from_step: int, **fields: Any) -> None:
+    """Record in ``meta.json`` that a process trains the run from ``from_step``: a new
+    entry of ``segments`` (when, from which step, versions, git revision, backend,
+    devices and ``fields`` such as the code version). The top-level fields keep the
+    first segment's values (what made the run's numbers from step 0); a resume never
+    relabels the run."""
     import jax
 
-    meta_path = os.path.join(workdir, "meta.json")
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    meta = read_json(meta_path) if os.path.exists(meta_path) else {"started": now}
-    if "started" in meta and meta["started"] != now and os.path.exists(meta_path):
-        meta["resumed"] = now  # keep when the run first started
-    meta.update({"seed": cfg.seed, "versions": versions(), "git": git_revision(),
-                 "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()})
-    write_json(meta_path, meta)
+    path = os.path.join(workdir, "meta.json")
+    meta = read_json(path) if os.path.exists(path) else {}
+    seg = {"from_step": from_step, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
+           "git": git_revision(), "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+           **fields}
+    meta.setdefault("segments", []).append(seg)
+    for k, v in seg.items():
+        if k not in ("from_step", "started"):
+            meta.setdefault(k, v)
+    write_json(path, meta)
 
 
 def update_meta(workdir: str, **fields: Any) -> None:
@@ -213,12 +263,37 @@ def append_metrics(workdir: str, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_metrics(workdir: str, *, up_to_step: int | None = None) -> list[dict]:
-    """The records of ``metrics.jsonl`` (a torn last line is skipped), optionally only
-    those with ``step <= up_to_step``."""
+def damaged_metrics(workdir: str) -> list[int]:
+    """Line numbers (1-based) of ``metrics.jsonl`` lines that cannot be decoded, except a
+    torn last line (one without its newline: what a killed process leaves)."""
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
         return []
+    with open(path) as f:
+        lines = f.readlines()
+    bad = []
+    for i, line in enumerate(lines, 1):
+        try:
+            rec = json.loads(line)
+            if not isinstance(rec, dict) or "step" not in rec:
+                raise ValueError("not a metrics record")
+        except ValueError:
+            if not (i == len(lines) and not line.endswith("\n")):
+                bad.append(i)
+    return bad
+
+
+def read_metrics(workdir: str, *, up_to_step: int | None = None) -> list[dict]:
+    """The records of ``metrics.jsonl``, optionally only those with ``step <= up_to_step``.
+    A torn last line is skipped; any other line that cannot be decoded is skipped with
+    a warning naming the file and line (`damaged_metrics`)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    bad = set(damaged_metrics(workdir))
+    if bad:
+        warnings.warn(f"{path}: line(s) {', '.join(map(str, sorted(bad)))} are damaged and cannot be read; the "
+                      "other records are used", stacklevel=2)
     out = []
     with open(path) as f:
         for line in f:
@@ -226,14 +301,20 @@ def read_metrics(workdir: str, *, up_to_step: int | None = None) -> list[dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if up_to_step is None or rec["step"] <= up_to_step:
+            if isinstance(rec, dict) and "step" in rec and (up_to_step is None or rec["step"] <= up_to_step):
                 out.append(rec)
     return out
 
 
 def rewrite_metrics(workdir: str, records: list[dict]) -> None:
-    """Replace ``metrics.jsonl`` (used on resume to drop records past the checkpoint)."""
+    """Replace ``metrics.jsonl`` (used on resume to drop records past the checkpoint). A
+    file with damaged lines is first copied to ``metrics.jsonl.damaged-<time>`` (said in a
+    warning), so no record is ever dropped silently."""
     path = os.path.join(workdir, "metrics.jsonl")
+    if damaged_metrics(workdir):
+        keep = f"{path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        shutil.copyfile(path, keep)
+        warnings.warn(f"{path} has damaged lines: the original is kept as {keep}", stacklevel=2)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)

@@ -110,6 +110,8 @@ def selected(run: Run, metric: str = "test_accuracy", *, by: str = "val_accuracy
         return final(run, metric)
     at = steps[int(np.argmax(sel))]
     values = dict(zip(*series(run, metric), strict=True))
+    if at not in values and by == "val_accuracy" and run.summary.get("best_step") == at:
+        return float(run.summary.get(f"{metric}_at_best", math.nan))  # measured once, at the end (bnjax.record)
     return float(values.get(at, math.nan))
 
 

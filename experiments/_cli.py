@@ -14,10 +14,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from bnjax import config as config_lib
+from bnjax import data as data_lib
 from bnjax import pool as pool_lib
-from bnjax import report, stats
+from bnjax import report, runlog, stats
+from bnjax.checkpoint import CheckpointError
 from bnjax.config import ConfigError, TrainConfig
 from bnjax.experiment import Experiment, Settings, build_arms, run_experiment, write_results
+
+# Problems with what the user asked for (config, data, workdir, pool, checkpoints): one line,
+# exit 1. Anything else (an XLA error, a bug) keeps its traceback.
+USER_ERRORS = (ConfigError, data_lib.DataError, pool_lib.StaleRunError, pool_lib.MissingRunsError,
+               runlog.RunMismatchError, runlog.RunLockedError, CheckpointError, FileNotFoundError, PermissionError)
 
 DATA_HELP = "data source: digits | mnist | fashion_mnist | cifar10 | cifar100 | npz:PATH | idx:DIR"
 
@@ -89,12 +96,12 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
 
 
 def run(exp: Experiment, settings: Settings) -> dict:
-    """Run an experiment; a run-time problem (stale pool, missing data) exits 1 with one line."""
+    """Run an experiment; a user error (`USER_ERRORS`: stale pool, missing data, bad
+    workdir) exits 1 with one line; anything else keeps its traceback."""
     try:
         with interruptible():
             return run_experiment(exp, settings)
-    except (pool_lib.StaleRunError, pool_lib.MissingRunsError, FileNotFoundError, PermissionError, RuntimeError,
-            ValueError) as e:
+    except USER_ERRORS as e:
         fail(str(e))
         raise  # unreachable: fail exits
 
@@ -117,10 +124,26 @@ def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
 
 
 def one_line_warnings() -> None:
-    """Show warnings (a checkpoint set aside, a stale run) as one ``warning: ...`` line each."""
+    """Show warnings (a checkpoint set aside, a stale run) as one ``warning: ...`` line
+    each, and keep the noise of orbax's writer threads shutting down after a failed save
+    (tensorstore callbacks into a closed event loop, absl's copy of the error that the
+    one ``error:`` line already gives) off the terminal."""
+    import logging
     import warnings
 
     warnings.formatwarning = lambda message, category, *args, **kw: f"warning: {message}\n"
+    default = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        if kind is RuntimeError and str(value) == "Event loop is closed":
+            return  # a writer thread's callback after its loop closed: nothing the user can act on
+        default(kind, value, tb)
+
+    sys.excepthook = excepthook
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = lambda u: None if (isinstance(u.exc_value, RuntimeError)
+                                            and str(u.exc_value) == "Event loop is closed") else unraisable(u)
+    logging.getLogger("absl").addFilter(lambda r: "_SignalingThread.run() raised an exception" not in r.getMessage())
 
 
 def fail(message: str) -> None:

@@ -32,10 +32,11 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     plots.curves_figure(conv, os.path.join(workdir, "normalization.png"),
                         title=f"ConvNet with and without batch normalisation ({data.label(s.data)})")
     lines = ["![with and without BN](normalization.png)", "", report.arms_table(a), ""]
-    w, wo = a["with BN"]["curves"]["test_accuracy"], a["without BN"]["curves"]["test_accuracy"]
+    w, wo = a["with BN"]["curves"]["val_accuracy"], a["without BN"]["curves"]["val_accuracy"]
     above = sum(x > y for x, y in zip(w["mean"], wo["mean"], strict=False))
-    lines.append(f"- Mean test accuracy with BN is above the plain network's at {above} of "
-                 f"{min(len(w['steps']), len(wo['steps']))} evaluations.")
+    lines.append(f"- Mean validation accuracy with BN is above the plain network's at {above} of "
+                 f"{min(len(w['steps']), len(wo['steps']))} evaluations (the curves are validation accuracy; the "
+                 "test split is measured at the end and at the validation-selected step).")
     lines.append(verdicts.compare_arms(a["with BN"], a["without BN"], "final_test_accuracy",
                                        claim="BN gives the higher final test accuracy"))
     f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)}, workdir)

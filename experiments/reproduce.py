@@ -133,13 +133,26 @@ def sections(only: str | None, source: str | None) -> list[str]:
     return list(NATURAL if natural else DEFAULT)
 
 
+def _versions_text(metas: list[dict]) -> str:
+    """The library versions the runs were made with (from their records, not this
+    process): one line when all agree, else each set with its count of runs."""
+    sets: dict[str, int] = {}
+    for m in metas:
+        v = m.get("versions", {})
+        key = ", ".join(f"{lib} {v.get(lib, 'not recorded')}" for lib in runlog.NUMBER_LIBRARIES)
+        sets[key] = sets.get(key, 0) + 1
+    if len(sets) == 1:
+        return f"Runs made with {next(iter(sets))}."
+    return "Runs made with different libraries: " + "; ".join(f"{n} runs with {k}" for k, n in sets.items()) + "."
+
+
 def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     """The report's header, from the stored invocation (``suite``) and the run records."""
     run_dirs = sorted({d for r in results.values() for d in r["run_dirs"]})
     summaries = [runlog.read_json(os.path.join(d, "results.json")) for d in run_dirs]
     metas = [runlog.read_json(os.path.join(d, "meta.json")) for d in run_dirs]
     train_s, wall_s = sum(s["train_seconds"] for s in summaries), sum(suite["train_wall_s"].values())
-    git, versions, code, seconds = suite["git"], suite["versions"], suite["code"], suite["seconds"]
+    git, code, seconds = suite["git"], suite["code"], suite["seconds"]
     tree = "clean tree" if not git["modified"] else "modified files: " + ", ".join(git["modified"])
     other = [os.path.relpath(d, settings.workdir) for d, m in zip(run_dirs, metas, strict=True)
              if m.get("code_version") != code]
@@ -159,7 +172,7 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
         f"{len(run_dirs)} runs, whose recorded training times (including evaluations; a group's time shared among "
         f"its runs) add up to {train_s / 60:.2f} min; this invocation spent {wall_s / 60:.2f} min (wall) training "
         "(runs finished by an earlier invocation are read back, not retrained).",
-        f"jax {versions['jax']}, flax {versions['flax']}, optax {versions['optax']}.", "",
+        _versions_text(metas), "",
         *_breakdown(results, suite),
         f"How to read it: {stats.RULES}", "",
         report.multiplicity_text(counts), "",

@@ -18,7 +18,6 @@ import argparse
 from bnjax import config as config_lib
 from bnjax import fit, parallel
 from bnjax.config import ConfigError, TrainConfig
-from bnjax.runlog import RunMismatchError
 from experiments import _cli
 
 DEFAULTS = TrainConfig()
@@ -67,7 +66,7 @@ def main(argv=None) -> None:
     try:
         with _cli.interruptible():
             res = fit(cfg, args.workdir, progress=not args.quiet and parallel.is_writer(), mesh=mesh)
-    except (RunMismatchError, PermissionError, FileNotFoundError, ValueError, RuntimeError) as e:
+    except _cli.USER_ERRORS as e:
         _cli.fail(str(e))
     s = res.summary
     if not parallel.is_writer():

@@ -63,7 +63,7 @@ def test_tfds_source_through_mock_data():
 def test_tfds_preparation_without_tensorflow_says_what_to_do():
     err = ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
     with mock.patch.object(tfds, "data_source", side_effect=err):
-        with pytest.raises(RuntimeError, match="needs a module that is not installed .tensorflow.*idx:DIR"):
+        with pytest.raises(data.DataError, match="needs a module that is not installed .tensorflow.*idx:DIR"):
             data.load("fashion_mnist")
 
 
@@ -116,7 +116,7 @@ def test_tfds_preparation_from_files_written_here(tmp_path):
     with mock.patch.object(tfds_mnist, "_TRAIN_EXAMPLES", 12), mock.patch.object(tfds_mnist, "_TEST_EXAMPLES", 6), \
             mock.patch.object(tfds.download.DownloadManager, "download_and_extract", lambda self, urls: files):
         if importlib.util.find_spec("tensorflow") is None:
-            with pytest.raises(RuntimeError, match="not installed .tensorflow"):
+            with pytest.raises(data.DataError, match="not installed .tensorflow"):
                 data.load("mnist", data_dir=str(tmp_path / "tfds"))
         else:
             ds = data.load("mnist", data_dir=str(tmp_path / "tfds"))

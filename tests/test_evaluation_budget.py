@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from bnjax import fit, timing
+from bnjax import fit, stats, timing
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
 # a noisy schedule on digits (a large constant rate) so that validation peaks before the end
@@ -30,6 +30,11 @@ def test_selected_and_reported_numbers_equal_those_of_a_full_test_curve():
     best = [r for r in full.history if r["step"] == full.summary["best_step"]][0]
     assert cheap.summary["test_accuracy_at_best"] == best["test_accuracy"]
     assert all("probes" not in r for r in cheap.history)  # probes only where asked (probe_examples)
+    # the statistics read the selected test accuracy from the summary: the same number as the full curve gives
+    runs = [stats.Run("a", 0, CFG, res.history, res.summary) for res in (cheap, full)]
+    assert stats.selected(runs[0]) == stats.selected(runs[1]) == full.summary["test_accuracy_at_best"]
+    per_seed = stats.summarize({"a": runs[:1]})["a"]["per_seed"]
+    assert all(v == v for v in per_seed.values() for v in v)  # no NaN anywhere
 
 
 def test_time_breakdown_adds_up_to_the_wall_time(tmp_path):

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import select
 import tempfile
 import time
 import warnings
@@ -43,11 +44,10 @@ def test_checkpoint_directory_that_cannot_exist_fails_before_training_in_one_lin
     wd = tmp_path / "run"
     wd.mkdir()
     (wd / "checkpoints").write_text("a file where the checkpoint directory goes")
-    t0 = time.perf_counter()
     proc = _train_cli("--workdir", str(wd), "--steps", "40", "--eval_every", "20")
-    assert proc.returncode == 1 and time.perf_counter() - t0 < 60
+    assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and proc.stderr.startswith("error: ")
-    assert "checkpoints" in proc.stderr and not (wd / "metrics.jsonl").exists()
+    assert "checkpoints" in proc.stderr and not (wd / "metrics.jsonl").exists()  # before any training step
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod; checked by hand with setpriv (see note)")
@@ -112,19 +112,18 @@ def test_corrupt_newest_checkpoint_is_set_aside_and_the_run_finishes_bitwise(tmp
 # 3. a changed array is caught by its checksum
 
 
-def test_bit_flipped_checkpoint_is_not_restored_silently(tmp_path):
+def test_bit_flipped_compressed_checkpoint_is_not_restored_silently(tmp_path):
+    """Flipped bits inside a zstd frame of the arrays' data file (its frame header, found by
+    its magic number: the same bytes every time) make tensorstore refuse the read; step 60
+    is refused loudly and step 40 restored. Flipped raw array bytes, which the storage reads
+    back silently, are caught by bnjax's checksums (the next test)."""
     fit(dataclasses.replace(TINY, keep_checkpoints=3), str(tmp_path), progress=False)
-    # the largest data file holds raw array bytes (the first layer's kernel): orbax itself reads
-    # the flipped values back without complaint
     data = max((tmp_path / "checkpoints" / "60" / "default").glob("**/d/*"), key=lambda f: f.stat().st_size)
     raw = bytearray(data.read_bytes())
-    mid = len(raw) // 2
-    raw[mid:mid + 64] = bytes(b ^ 0xFF for b in raw[mid:mid + 64])
+    at = raw.index(b"\x28\xb5\x2f\xfd") + 4  # zstd's magic number, then the frame header
+    raw[at:at + 8] = bytes(b ^ 0xFF for b in raw[at:at + 8])
     data.write_bytes(bytes(raw))
-    # orbax/tensorstore reads flipped raw bytes back silently (then bnjax's checksums catch
-    # them); if the flip lands in zstd-compressed bytes, tensorstore's own read fails first.
-    # Either way step 60 must be refused, loudly, and step 40 restored.
-    with pytest.warns(UserWarning, match="step 60 .*cannot be restored .*(fails its checksums|error while reading)"):
+    with pytest.warns(UserWarning, match="step 60 .*cannot be restored"):
         run = bnjax.load_run(str(tmp_path))
     assert run.step == 40 and all(np.isfinite(x).all() for x in jax.tree.leaves(run.state.params))
 
@@ -169,7 +168,8 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path
     os.makedirs(wd)
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, wd], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        ready, _, _ = select.select([holder.stdout], [], [], 120)  # never hang if the holder dies
+        assert ready and holder.stdout.readline().strip() == "locked"
         with pytest.raises(runlog.RunLockedError, match=f"in use by another process \\(pid {holder.pid} on"):
             fit(TINY, wd, progress=False)
         assert not os.path.exists(os.path.join(wd, "config.json"))  # refused before writing anything

@@ -1,0 +1,44 @@
+"""The documentation matches the project: the README fits a first read, every page it
+links exists and is linked, every linked file exists, and every module a command block
+runs can be imported."""
+
+import glob
+import importlib.util
+import os
+import re
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PAGES = [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
+
+
+def _links(path: str) -> list[str]:
+    text = open(path).read()
+    return [m for m in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:", m) and not m.startswith("#")]
+
+
+def test_readme_is_a_first_read_and_links_every_docs_page():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert len(readme.splitlines()) <= 200
+    linked = {os.path.normpath(os.path.join(ROOT, link.split("#")[0])) for link in _links(os.path.join(ROOT, "README.md"))}
+    assert set(PAGES[1:]) <= linked, set(PAGES[1:]) - linked
+    assert len(PAGES) >= 5
+
+
+def test_every_linked_file_exists():
+    missing = []
+    for page in PAGES:
+        for link in _links(page):
+            target = os.path.normpath(os.path.join(os.path.dirname(page), link.split("#")[0]))
+            if not os.path.exists(target):
+                missing.append(f"{os.path.relpath(page, ROOT)} -> {link}")
+    assert not missing, missing
+
+
+def test_every_module_a_command_block_runs_exists():
+    modules = set()
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", open(page).read(), flags=re.S):
+            modules |= set(re.findall(r"python3? -m ([\w.]+)", block))
+    assert {"experiments.reproduce", "pytest"} <= modules
+    missing = [m for m in sorted(modules) if importlib.util.find_spec(m) is None]
+    assert not missing, missing
