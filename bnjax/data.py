@@ -81,7 +81,9 @@ def label(source: str) -> str:
     if not arg:
         return kind
     name = os.path.basename(os.path.normpath(arg))
-    return name[:-4] if name.endswith(".npz") else name
+    name = name[:-4] if name.endswith(".npz") else name
+    # the copy built from JPEG files (shared/data/build_cifar10.py) is not CIFAR-10's pixels: say so everywhere
+    return "CIFAR-10 (JPEG-decoded copy)" if name == "cifar10_jpeg" else name
 
 
 def first_of_each_class(y: np.ndarray, limit: int | None = None) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bnjax import config as config_lib
@@ -40,6 +40,9 @@ class Settings:
       options: experiment-specific values (defaults in `Experiment.options`).
       reanalyze: read the finished runs' records from the pool instead of training (no
         data loaded; a missing run is an error) and keep figures of the data as they are.
+      tier: on 32x32 colour images, "cpu" or "gpu" (the experiments' natural-image
+        tiers, `experiments.tiers`); "" on other data.
+      tracker: the invocation's `bnjax.progress.SuiteProgress` (None: none).
     """
 
     workdir: str
@@ -54,8 +57,12 @@ class Settings:
     pool: str | None = None
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     reanalyze: bool = False
+    tier: str = ""
+    tracker: Any = None
 
     def __post_init__(self):
+        if self.tier not in ("", "cpu", "gpu"):
+            raise ConfigError("tier", f"{self.tier!r} is not one of cpu, gpu (or empty for 28x28 data)")
         if self.seeds is not None and self.seeds < 1:
             raise ConfigError("seeds", f"must be >= 1, got {self.seeds}")
         if self.steps is not None and self.steps < 1:
@@ -109,6 +116,20 @@ def build_arms(exp: Experiment, settings: Settings) -> dict[str, TrainConfig]:
     return arms
 
 
+def seeds_of(arms: Mapping[str, TrainConfig], settings: Settings) -> dict[str, range]:
+    """Each arm's seeds: ``settings.seeds`` or `default_seeds`."""
+    return {arm: range(settings.seeds or default_seeds(cfg)) for arm, cfg in arms.items()}
+
+
+def run_dirs_of(exps: Sequence[Experiment], settings: Settings, pool: str) -> list[str]:
+    """The distinct run directories an invocation of ``exps`` uses (for its progress)."""
+    out: set[str] = set()
+    for exp in exps:
+        arms = build_arms(exp, settings)
+        out |= set(pool_lib.run_dirs(arms, seeds_of(arms, settings), pool, steps=settings.steps))
+    return sorted(out)
+
+
 def default_seeds(cfg: TrainConfig) -> int:
     """Seeds per arm by default: 5 for the cheap MLP arms (seconds per run), 3 for the
     ConvNet arms (minutes per run on 2 CPU cores)."""
@@ -130,14 +151,15 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     os.makedirs(settings.workdir, exist_ok=True)
     timing: dict = {}
     phases = Phases()
-    seeds = {arm: range(settings.seeds or default_seeds(cfg)) for arm, cfg in arms.items()}
+    seeds = seeds_of(arms, settings)
     pool = settings.pool or os.path.join(settings.workdir, "runs")
     t0 = time.perf_counter()
     if settings.reanalyze:
         runs = pool_lib.read_runs(arms, seeds, pool, steps=settings.steps)
     else:
         runs = pool_lib.run_arms(arms, seeds, pool, runs=settings.runs, stale=settings.stale,
-                                 progress=settings.progress, steps=settings.steps, timing=timing, phases=phases)
+                                 progress=settings.progress, steps=settings.steps, timing=timing, phases=phases,
+                                 tracker=settings.tracker)
     t1 = time.perf_counter()
     results = exp.analyze(runs, settings.workdir, settings)
     results["run_dirs"] = sorted({r.workdir for rs in runs.values() for r in rs if r.workdir})

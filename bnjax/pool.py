@@ -37,6 +37,7 @@ from bnjax.config import TrainConfig
 from bnjax.loop import dataset_args, fit, load_dataset
 from bnjax.programs import program_key
 from bnjax.stats import Run
+from bnjax.progress import SuiteProgress
 from bnjax.timing import Phases
 
 RUNS_MODES = ("auto", "together", "sequential")
@@ -152,7 +153,8 @@ class _Cell:
 def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
              runs: str = "sequential",
              stale: str = "retrain", progress: bool = True, steps: int | None = None,
-             timing: dict | None = None, phases: Phases | None = None) -> dict[str, list[Run]]:
+             timing: dict | None = None, phases: Phases | None = None,
+             tracker: SuiteProgress | None = None) -> dict[str, list[Run]]:
     """Train every arm with every seed in the pool; finished runs that match are read back.
 
     Args:
@@ -169,6 +171,7 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
         training calls (to check the runs' recorded times against).
       phases: a `bnjax.timing.Phases` that accumulates where the time goes (data loading
         and fingerprints here, the rest in `bnjax.loop.fit`).
+      tracker: the invocation's `bnjax.progress.SuiteProgress`, told of each finished run.
     Returns:
       arm -> list of `bnjax.stats.Run`, one per seed.
     Raises:
@@ -177,17 +180,30 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     if stale not in STALE_POLICIES:
         raise ValueError(f"unknown stale policy {stale!r}; choose from {STALE_POLICIES}")
     mode = resolve_runs(runs)
-    per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
-    cells = [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
+    cells = _cells(arms, seeds, pool, steps)
     phases = phases if phases is not None else Phases()
     with phases.of("data"):
         datasets = _datasets(cells)
     done, todo = _sort_out(cells, datasets, stale)
+    for c in cells:
+        if c.rdir in done and tracker is not None:
+            tracker.finished(c.rdir, _label(c), 0.0, trained=False)
     groups: dict = {}
     for cell in todo:  # one program per group when training together, else one per run
         groups.setdefault(program_key(cell.cfg) if mode == "together" else cell.rdir, []).append(cell)
-    queue, k = list(groups.values()), len(done)
-    while queue:  # runs another process holds are done last: waited for, then read back (or trained)
+    _work_through(list(groups.values()), len(cells), datasets, done, progress, mode, timing, phases, tracker)
+    out: dict[str, list[Run]] = {}
+    for c in cells:
+        out.setdefault(c.arm, []).append(done[c.rdir])
+    return out
+
+
+def _work_through(queue: list[list[_Cell]], n: int, datasets: dict, done: dict, progress: bool, mode: str,
+                  timing: dict | None, phases: Phases, tracker: SuiteProgress | None) -> None:
+    """Train the queued groups into ``done``. A group another process holds is done last:
+    waited for, then read back (or trained, if its holder died before finishing)."""
+    k = len(done)
+    while queue:
         group = queue.pop(0)
         if any(runlog.is_locked(c.rdir) for c in group) and queue:
             queue.append(group)  # train the rest first
@@ -198,14 +214,17 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
                 runlog.wait_unlocked(c.rdir)
         if all(os.path.exists(os.path.join(c.rdir, "results.json")) for c in group):
             done.update({c.rdir: _read(c) for c in group})  # the other process finished them
-        elif not _train_group(group, datasets, done, f"[{k + 1}/{len(cells)}]", progress, mode, timing, phases):
+            trained = False
+        elif _train_group(group, datasets, done, f"[{k + 1}/{n}]", progress, mode, timing, phases):
+            trained = True
+        else:
             queue.append(group)  # taken by another process meanwhile
             continue
+        for c in group if tracker is not None else ():
+            s = done[c.rdir].summary
+            tracker.finished(c.rdir, _label(c), s.get("train_seconds", 0.0), trained=trained,
+                             accuracy=s.get("final_test_accuracy"))
         k += len(group)
-    out: dict[str, list[Run]] = {}
-    for c in cells:
-        out.setdefault(c.arm, []).append(done[c.rdir])
-    return out
 
 
 def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, progress: bool, mode: str,
@@ -229,6 +248,22 @@ def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, pro
     return True
 
 
+def run_dirs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
+             steps: int | None = None) -> list[str]:
+    """The run directories of every arm and seed (runs shared by two arms once)."""
+    return sorted({c.rdir for c in _cells(arms, seeds, pool, steps)})
+
+
+def _cells(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str,
+           steps: int | None) -> list[_Cell]:
+    per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
+    return [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
+
+
+def _label(c: _Cell) -> str:
+    return f"{c.arm} seed {c.cfg.seed}"
+
+
 def _read(c: _Cell) -> Run:
     return Run(c.arm, c.cfg.seed, c.cfg, runlog.read_metrics(c.rdir),
                runlog.read_json(os.path.join(c.rdir, "results.json")), c.rdir)
@@ -243,8 +278,7 @@ def read_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[st
     Raises:
       MissingRunsError: listing every run that has no finished record, before reading any.
     """
-    per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
-    cells = [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
+    cells = _cells(arms, seeds, pool, steps)
     missing = [f"{c.arm} seed {c.cfg.seed}: {c.rdir}" for c in cells
                if not os.path.exists(os.path.join(c.rdir, "results.json"))]
     if missing:

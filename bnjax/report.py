@@ -116,7 +116,8 @@ def verdict_line(v: Verdict) -> str:
         bar = f"; the claim needs it {'above' if v.higher else 'below'} {_num(v.margin if v.higher else -v.margin, v.unit)}" \
             if v.margin else ""
         p = f"; p = {v.p:.2g}" if v.p is not None else ""
-        body = f"{what} {_num(v.estimate, v.unit)}{unit} ({ci}; {_counts(v)}{p}{bar})"
+        note = f"; {v.detail}" if v.detail and v.low == v.low else ""
+        body = f"{what} {_num(v.estimate, v.unit)}{unit} ({ci}; {_counts(v)}{p}{bar}{note})"
     fdr = {True: "", False: f" Does **not** survive the report's false-discovery-rate control (q = {FDR_Q:g}).",
            None: ""}[v.fdr_survives]
     return f"- **{v.outcome}**: {v.claim} — {body}.{fdr}"

@@ -140,8 +140,8 @@ def versions() -> dict[str, str]:
 # exactly one of the two sets (tests/test_pool.py checks it).
 NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
                   "models", "norm", "optim", "parallel", "programs", "record", "renorm", "train")
-OTHER_MODULES = ("__init__", "analysis", "experiment", "plots", "pool", "report", "runlog", "stats", "timing",
-                 "verdicts")
+OTHER_MODULES = ("__init__", "analysis", "experiment", "plots", "pool", "progress", "report", "runlog", "stats",
+                 "timing", "verdicts")
 
 
 @functools.lru_cache(maxsize=1)

@@ -203,6 +203,8 @@ def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
         est, low, high = hodges_lehmann(x, y)
         p = _rank_p(x, y + sign * margin)
         rule = "rank"
+        if math.isinf(low) and math.isinf(high):
+            common["detail"] = f"at n = {x.size} vs {y.size} the exact rank interval cannot exclude any shift"
     if bounds is not None:
         span = bounds[1] - bounds[0]
         low, high = max(low, -span), min(high, span)

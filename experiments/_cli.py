@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -19,7 +20,9 @@ from bnjax import pool as pool_lib
 from bnjax import report, runlog, stats
 from bnjax.checkpoint import CheckpointError
 from bnjax.config import ConfigError, TrainConfig
-from bnjax.experiment import Experiment, Settings, build_arms, run_experiment, write_results
+from bnjax.experiment import Experiment, Settings, build_arms, run_dirs_of, run_experiment, write_results
+from bnjax.progress import SuiteProgress
+from experiments import tiers
 
 # Problems with what the user asked for (config, data, workdir, pool, checkpoints): one line,
 # exit 1. Anything else (an XLA error, a bug) keeps its traceback.
@@ -67,6 +70,9 @@ def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> ar
                    help="a run in the pool made with another config, data or code: set it aside and retrain "
                         "(default) or refuse")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tier", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="on 32x32 colour images (CIFAR-10): the two-core CPU tier or the VGG tier for a GPU (default "
+                        "auto: cpu on a CPU backend, gpu on GPU/TPU; see experiments/tiers.py)")
     p.add_argument("--reanalyze", action="store_true",
                    help="re-render the report, figures and results.json from the run records in the workdir's pool, "
                         "without training or data (a missing run is an error)")
@@ -87,12 +93,23 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
         settings = Settings(workdir=args.workdir, data=data, quick=args.quick, seeds=args.seeds, steps=args.steps,
                             runs=args.runs, stale=args.stale, progress=not args.quiet, overrides=cfg_overrides,
                             options={k: getattr(args, k) for exp in exps for k in exp.options},
-                            reanalyze=args.reanalyze)
+                            reanalyze=args.reanalyze, tier=tier_of(args.tier, data))
         for exp in exps:
             build_arms(exp, settings)  # every override is checked against every arm now
     except ConfigError as e:
         p.error(str(e))
     return settings
+
+
+def tier_of(tier: str, source: str) -> str:
+    """The invocation's tier (`experiments.tiers.resolve`) for a data source."""
+    import jax
+
+    try:
+        natural = data_lib.natural_images(source)
+    except ValueError:
+        natural = False  # Settings names the bad source
+    return tiers.resolve(tier, natural, jax.default_backend())
 
 
 def run(exp: Experiment, settings: Settings) -> dict:
@@ -111,12 +128,19 @@ def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
     print the section's tables and verdicts."""
     one_line_warnings()
     settings = settings_from(experiment_parser(exp.doc, exp.workdir, dict(exp.options)), [exp], argv)
+    if not settings.reanalyze:
+        total = len(run_dirs_of([exp], settings, settings.pool or os.path.join(settings.workdir, "runs")))
+        settings = dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress))
     results = run(exp, settings)
+    if settings.tracker is not None:
+        settings.tracker.close()
     counts = report.finalize({exp.name: results})
     write_results(results, settings.workdir)
     path = report.write(os.path.join(settings.workdir, "report.md"), [(".", exp.title, results["report"])],
-                        header=[f"# bnjax: {exp.title}", "", f"Data: `{settings.data}`; seeds per arm: "
-                                f"{settings.seeds or '5 (MLP arms) or 3 (ConvNet arms)'}.", "", stats.RULES, "",
+                        header=[f"# bnjax: {exp.title}", "", f"Data: {data_lib.label(settings.data)} "
+                                f"(`{settings.data}`); seeds per arm: "
+                                f"{settings.seeds or '5 (MLP arms) or 3 (ConvNet arms)'}"
+                                + (f"; tier: {settings.tier}" if settings.tier else "") + ".", "", stats.RULES, "",
                                 report.multiplicity_text(counts)])
     print("\n".join(line for line in results["report"] if not line.startswith("![")))
     print(f"report: {path}")

@@ -10,12 +10,13 @@ baseline and the combination to reach the lowest training loss.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
-from experiments import _cli
+from experiments import _cli, tiers
 
 ADAM = {"optim.name": "adam", "optim.learning_rate": 1e-3}
 XAVIER = {"model.init": "xavier_uniform"}
@@ -23,16 +24,24 @@ BN = {"model.norm": "batch"}
 SINGLE = ("+ Adam", "+ Xavier init", "+ BN")
 
 
-def base(quick: bool, source: str) -> TrainConfig:
-    return TrainConfig(
+def base(s: Settings) -> TrainConfig:
+    """The baseline ConvNet (SGD, PyTorch's default init); on the CPU tier of 32x32 colour
+    images its small ConvNet and steps (`experiments.tiers`)."""
+    quick = s.quick
+    cfg = TrainConfig(
         model=ModelConfig(arch="convnet", activation="relu", init="torch"),
         optim=OptimConfig(name="sgd", learning_rate=0.01),
-        data=DataConfig(source=source, batch_size=32 if quick else 60),
+        data=DataConfig(source=s.data, batch_size=32 if quick else 60),
         steps=400 if quick else 2_000, eval_every=25 if quick else 100, checkpoint_every=1_000)
+    if s.tier == "cpu":
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(tiers.CPU_CONVNET, init="torch"),
+                                  data=dataclasses.replace(cfg.data, batch_size=tiers.CPU_BATCH),
+                                  steps=tiers.cpu_steps("ablation", quick))
+    return cfg
 
 
 def arms(s: Settings) -> dict[str, TrainConfig]:
-    b = base(s.quick, s.data)
+    b = base(s)
     return {"baseline (SGD)": b, "+ Adam": replace(b, **ADAM), "+ Xavier init": replace(b, **XAVIER),
             "+ BN": replace(b, **BN), "Adam + Xavier + BN": replace(b, **ADAM, **XAVIER, **BN)}
 

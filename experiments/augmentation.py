@@ -14,6 +14,7 @@ grid.png, augmentation.png, results.json and report.md.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
@@ -22,26 +23,29 @@ import jax.numpy as jnp
 from bnjax import augment, data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
-from experiments import _cli
+from experiments import _cli, tiers
 
 PIPELINES = {"none": "", "hflip": "hflip", "vflip": "vflip", "rotate ±15°": "rotate:15",
              "hflip + vflip + rotate": "hflip,vflip,rotate:15"}
 
 
-def base(quick: bool, data_source: str) -> TrainConfig:
+def base(s: Settings) -> TrainConfig:
+    """The BN ConvNet (Adam); on 32x32 colour images the tier's net (`experiments.tiers`)."""
     model = ModelConfig(arch="convnet", activation="relu", norm="batch")
-    batch, steps, evals = (32, 600, 50) if quick else (60, 3_000, 100)
-    if data.natural_images(data_source):
-        model = ModelConfig(arch="vgg", activation="relu", norm="batch", channels=(32, 32, 64, 64, 128, 128),
-                            kernels=(3,) * 6)
+    batch, steps, evals = (32, 600, 50) if s.quick else (60, 3_000, 100)
+    if s.tier == "gpu":
+        model = dataclasses.replace(tiers.GPU_VGG, norm="batch")
         batch, steps, evals = 128, 3_000, 250
+    elif s.tier == "cpu":
+        model = dataclasses.replace(tiers.CPU_CONVNET, norm="batch")
+        batch, steps = tiers.CPU_BATCH, tiers.cpu_steps("augmentation", s.quick)
     return TrainConfig(
         model=model, optim=OptimConfig(name="adam", learning_rate=1e-3),
-        data=DataConfig(source=data_source, batch_size=batch), steps=steps, eval_every=evals, checkpoint_every=1_000)
+        data=DataConfig(source=s.data, batch_size=batch), steps=steps, eval_every=evals, checkpoint_every=1_000)
 
 
 def arms(s: Settings) -> dict[str, TrainConfig]:
-    b = base(s.quick, s.data)
+    b = base(s)
     return {name: replace(b, **{"data.augment": spec}) for name, spec in PIPELINES.items()}
 
 
@@ -63,7 +67,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
         if arm != "none":
             lines.append(verdicts.compare_arms(a[arm], a["none"], "final_test_accuracy",
                                                claim=f"{arm} improves test accuracy over no augmentation"))
-    if not data.natural_images(s.data):
+    if not s.tier:
         lines.append("- Digits and garments are not all mirror-symmetric: a flip turns some digits into others or "
                      "into no digit, so flips may hurt here; they are label-preserving on natural images (CIFAR).")
     return {"figures": {"grid": "grid.png", "curves": "augmentation.png"}, "arms": a, "report": lines}

@@ -37,7 +37,7 @@ LABELS = {"without_bn": "without BN", "with_bn": "with BN"}
 def arms(s: Settings) -> dict[str, TrainConfig]:
     """The two networks of Figure 1."""
     base = replace(DEFAULTS, **{"data.source": s.data})
-    if s.quick:
+    if s.quick or s.tier == "cpu":  # the CPU tier of colour images: Figure 1's network at its --quick length
         base = replace(base, **{"steps": 3_000, "eval_every": 100, "checkpoint_every": 0})
     return {"without_bn": replace(base, **{"model.norm": "none"}),
             "with_bn": replace(base, **{"model.norm": "batch", "model.placement": "before"})}

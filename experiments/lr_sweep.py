@@ -40,7 +40,7 @@ import numpy as np
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
-from experiments import _cli
+from experiments import _cli, tiers
 
 NORMS = {"no BN": "none", "BN": "batch"}
 COLORS = {"no BN": "tab:red", "BN": "tab:blue"}
@@ -51,12 +51,12 @@ def multipliers(quick: bool) -> tuple[float, ...]:
     return (1.0, 10.0, 100.0) if quick else (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 
-def nets(quick: bool, source: str) -> dict[str, TrainConfig]:
+def nets(s: Settings) -> dict[str, TrainConfig]:
     """The networks swept (see the module docstring), by tier."""
+    quick, source = s.quick, s.data
     optim = OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9)
-    if data.natural_images(source):
-        vgg = ModelConfig(arch="vgg", activation="relu", channels=(32, 32, 64, 64, 128, 128), kernels=(3,) * 6)
-        return {"VGG": TrainConfig(model=vgg, optim=optim, data=DataConfig(source=source, batch_size=128),
+    if s.tier == "gpu":
+        return {"VGG": TrainConfig(model=tiers.GPU_VGG, optim=optim, data=DataConfig(source=source, batch_size=128),
                                    steps=2_000, eval_every=250, checkpoint_every=2_000)}
     mlp = TrainConfig(model=ModelConfig(arch="mlp", hidden=(100,) * 6, activation="relu"), optim=optim,
                       data=DataConfig(source=source, batch_size=60), steps=1_000 if quick else 3_000,
@@ -64,6 +64,10 @@ def nets(quick: bool, source: str) -> dict[str, TrainConfig]:
     cnn = TrainConfig(model=ModelConfig(arch="convnet", activation="relu"), optim=optim,
                       data=DataConfig(source=source, batch_size=32 if quick else 60), steps=300 if quick else 1_000,
                       eval_every=50 if quick else 100, checkpoint_every=1_000)
+    if s.tier == "cpu":
+        mlp = dataclasses.replace(mlp, steps=tiers.cpu_steps("lr_sweep_mlp", quick), eval_every=250)
+        cnn = dataclasses.replace(cnn, model=tiers.CPU_CONVNET, data=dataclasses.replace(cnn.data, batch_size=64),
+                                  steps=tiers.cpu_steps("lr_sweep", quick))
     return {"MLP": mlp, "ConvNet": cnn}
 
 
@@ -73,7 +77,7 @@ def arm(net: str, norm: str, m: float) -> str:
 
 def arms(s: Settings) -> dict[str, TrainConfig]:
     return {arm(net, norm, m): replace(b, **{"model.norm": code, "optim.lr_multiplier": m})
-            for net, b in nets(s.quick, s.data).items() for norm, code in NORMS.items() for m in multipliers(s.quick)}
+            for net, b in nets(s).items() for norm, code in NORMS.items() for m in multipliers(s.quick)}
 
 
 def matrices(runs: dict, net: str, ms: tuple[float, ...]) -> dict:
@@ -124,7 +128,7 @@ def table_lines(net: str, base_lr: float, m: dict, ms: tuple[float, ...]) -> lis
 
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
-    ms, bases = multipliers(s.quick), nets(s.quick, s.data)
+    ms, bases = multipliers(s.quick), nets(s)
     lines = ["Each net trained with and without BN at every rate of the grid, the same steps for every run "
              "(design and reasons in `experiments/lr_sweep.py`). Accuracy at the end of the budget.", "",
              "![accuracy against the learning rate](lr_sweep.png)", ""]

@@ -36,7 +36,7 @@ import os
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
-from experiments import _cli
+from experiments import _cli, tiers
 
 # The paper's table (Ioffe & Szegedy 2015, Figure 3): steps to 72.2% and max accuracy.
 PAPER = {"Baseline": (31.0e6, 72.2), "BN-Baseline": (13.3e6, 72.7), "BN-x5": (2.1e6, 73.0),
@@ -49,11 +49,15 @@ SPEED_CLAIMS = {"BN-Baseline": "BN alone reaches the Baseline's best accuracy in
                 "BN-x30": "BN with 30x the learning rate still trains fast"}
 
 
-def base(quick: bool, source: str) -> TrainConfig:
-    if data.natural_images(source):
+def base(s: Settings) -> TrainConfig:
+    """The Baseline; by tier on 32x32 colour images (`experiments.tiers`)."""
+    quick, source = s.quick, s.data
+    if s.tier == "gpu":
         steps, batch, evals = 3_000, 128, 100
-        model = ModelConfig(arch="vgg", activation="relu", dropout=0.4, channels=(32, 32, 64, 64, 128, 128),
-                            kernels=(3,) * 6)
+        model = dataclasses.replace(tiers.GPU_VGG, dropout=0.4)
+    elif s.tier == "cpu":
+        steps, batch, evals = tiers.cpu_steps("lr_table", quick), tiers.CPU_BATCH, 25 if quick else 100
+        model = dataclasses.replace(tiers.CPU_CONVNET, dropout=0.4)
     else:
         steps, batch, evals = (800, 32, 25) if quick else (4_000, 60, 100)
         model = ModelConfig(arch="convnet", activation="relu", dropout=0.4)
@@ -66,7 +70,7 @@ def base(quick: bool, source: str) -> TrainConfig:
 
 
 def arms(s: Settings) -> dict[str, TrainConfig]:
-    b = base(s.quick, s.data)
+    b = base(s)
     fast = {"model.norm": "batch", "model.dropout": 0.0, "optim.weight_decay": b.optim.weight_decay / 5,
             "optim.decay_steps": max(1, b.optim.decay_steps // 6)}
     return {

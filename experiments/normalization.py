@@ -21,7 +21,7 @@ FIG1 = "Figure 1: "
 
 
 def arms(s: Settings) -> dict[str, TrainConfig]:
-    b = placement.bases(s.quick, s.data)["ConvNet"]
+    b = placement.bases(s)["ConvNet"]
     out = {"without BN": replace(b, **{"model.norm": "none"}), "with BN": replace(b, **{"model.norm": "batch"})}
     return out | {FIG1 + k: v for k, v in fig1_mnist.arms(s).items()}
 

@@ -11,18 +11,21 @@ end close together. Writes placement_mlp.png, placement_convnet.png, results.jso
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
-from experiments import _cli
+from experiments import _cli, tiers
 
 NETS = ("MLP", "ConvNet")
 
 
-def bases(quick: bool, source: str) -> dict[str, TrainConfig]:
-    """The MLP (Figure 1 setting, shorter) and the ConvNet (SGD + momentum)."""
+def bases(s: Settings) -> dict[str, TrainConfig]:
+    """The MLP (Figure 1 setting, shorter) and the ConvNet (SGD + momentum); on the CPU
+    tier of 32x32 colour images its small ConvNet and steps (`experiments.tiers`)."""
+    quick, source = s.quick, s.data
     mlp = TrainConfig(
         model=ModelConfig(arch="mlp", activation="sigmoid", init="normal", init_std=0.05),
         optim=OptimConfig(name="sgd", learning_rate=0.1),
@@ -33,12 +36,17 @@ def bases(quick: bool, source: str) -> dict[str, TrainConfig]:
         optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9),
         data=DataConfig(source=source, batch_size=32 if quick else 60),
         steps=600 if quick else 3_000, eval_every=50 if quick else 100, checkpoint_every=1_000)
+    if s.tier == "cpu":
+        mlp = dataclasses.replace(mlp, steps=tiers.cpu_steps("placement_mlp", quick), eval_every=250)
+        cnn = dataclasses.replace(cnn, model=dataclasses.replace(tiers.CPU_CONVNET, init="lecun_normal"),
+                                  data=dataclasses.replace(cnn.data, batch_size=tiers.CPU_BATCH),
+                                  steps=tiers.cpu_steps("placement", quick))
     return {"MLP": mlp, "ConvNet": cnn}
 
 
 def arms(s: Settings) -> dict[str, TrainConfig]:
     out = {}
-    for net, base in bases(s.quick, s.data).items():
+    for net, base in bases(s).items():
         out[f"{net} no BN"] = replace(base, **{"model.norm": "none"})
         out[f"{net} BN before (A)"] = replace(base, **{"model.norm": "batch", "model.placement": "before"})
         out[f"{net} BN after (B)"] = replace(base, **{"model.norm": "batch", "model.placement": "after"})

@@ -2,13 +2,14 @@
 
     python -m experiments.reproduce --quick --workdir runs/quick              # digits, about 3 min on 2 CPUs
     python -m experiments.reproduce --data mnist --workdir runs/full          # real MNIST
-    python -m experiments.reproduce --data cifar10 --workdir runs/cifar       # natural-image tier (GPU)
+    python -m experiments.reproduce --data npz:data_local/cifar10_jpeg.npz --workdir runs/cifar   # CPU tier
+    python -m experiments.reproduce --data cifar10 --tier gpu --workdir runs/cifar     # VGG tier (GPU)
 
 Runs placement, the BN paper's learning-rate table, the ablation, with/without
 normalisation (with Figure 1), augmentation, the learning-rate sweep and depth, 5 seeds
 per MLP arm and 3 per ConvNet arm (--seeds N: N for every arm). On 32x32 colour images
-(CIFAR-10/100 or such an npz) the default is the natural-image tier: the LR table, the
-sweep and augmentation with the VGG-style net. Experiments share one pool of
+(CIFAR-10/100 or such an npz) the suite is a natural-image tier (experiments/tiers.py):
+cpu (default on a CPU) or gpu (default on GPU/TPU). Experiments share one pool of
 runs (WORKDIR/runs) so an arm used by two experiments trains once. An interrupted run
 continues where it stopped: finished runs whose config, data and code match are read
 back. Config overrides (--SECTION.FIELD VALUE) apply to every arm of every experiment.
@@ -26,14 +27,14 @@ import sys
 import time
 
 from bnjax import data, report, runlog, stats, timing
-from bnjax.experiment import write_results
-from experiments import _cli, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement
+from bnjax.experiment import run_dirs_of, write_results
+from bnjax.progress import SuiteProgress
+from experiments import _cli, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement, tiers
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
                                    normalization.EXPERIMENT, augmentation.EXPERIMENT, lr_sweep.EXPERIMENT,
                                    depth.EXPERIMENT, batch_size.EXPERIMENT)}
 DEFAULT = ("placement", "lr_table", "ablation", "normalization", "augmentation", "lr_sweep", "depth")
-NATURAL = ("lr_table", "lr_sweep", "augmentation")  # the natural-image tier (32x32 colour images)
 # batch_size: ask with --only
 SUITE = "suite.json"  # the invocation: its arguments, git state, versions, code version and times
 
@@ -43,7 +44,7 @@ def main(argv=None) -> None:
     p = _cli.experiment_parser(__doc__, "runs/reproduce")
     p.add_argument("--only", default=None, help=f"comma-separated experiments, of {', '.join(EXPERIMENTS)} "
                                                 f"(default: {', '.join(DEFAULT)}; on 32x32 colour images "
-                                                f"{', '.join(NATURAL)})")
+                                                f"the tier's: {tiers.SECTIONS})")
     p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
@@ -51,15 +52,22 @@ def main(argv=None) -> None:
     if args.reanalyze:  # the stored invocation decides the arms; this one only names the workdir
         suite = _stored_suite(p, args.workdir)
         args = p.parse_args([*suite["argv"], "--reanalyze", "--workdir", args.workdir])
-    names = sections(args.only, args.data)
+    tier = _cli.tier_of(args.tier, args.data or ("digits" if args.quick else "mnist"))
+    names = sections(args.only, tier)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     settings = _cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args)
     if suite is None:
-        suite = {"argv": argv, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
-                 "versions": runlog.versions(), "code": runlog.code_version()}
+        stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
+        suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
+                 "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend()}
+    if not settings.reanalyze:
+        total = len(run_dirs_of([EXPERIMENTS[n] for n in names], settings, os.path.join(settings.workdir, "runs")))
+        settings = dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress))
     results = _run_sections(names, settings, suite)
+    if settings.tracker is not None:
+        settings.tracker.close()
     counts = report.finalize(results)
     for name, res in results.items():
         write_results(res, os.path.join(settings.workdir, name))
@@ -121,16 +129,18 @@ def _breakdown(results: dict, suite: dict) -> list[str]:
             "", report.table(head, rows), ""]
 
 
-def sections(only: str | None, source: str | None) -> list[str]:
-    """The experiments to run: those named in ``only`` (comma-separated), else the default
-    for the data: `NATURAL` on 32x32 colour images, `DEFAULT` otherwise."""
+def sections(only: str | None, tier: str) -> list[str]:
+    """The experiments to run: those named in ``only`` (comma-separated), else the
+    tier's (`experiments.tiers.SECTIONS`) on 32x32 colour images, `DEFAULT` otherwise."""
     if only is not None:
         return [n.strip() for n in only.split(",")]
-    try:
-        natural = bool(source) and data.natural_images(source)
-    except ValueError:
-        natural = False  # settings_from names the bad source
-    return list(NATURAL if natural else DEFAULT)
+    return list(tiers.SECTIONS[tier] if tier else DEFAULT)
+
+
+def _backend() -> str:
+    import jax
+
+    return jax.default_backend()
 
 
 def _versions_text(metas: list[dict]) -> str:
@@ -166,8 +176,10 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
         f"Code: commit `{git['commit'][:12]}` ({tree}); bnjax sources `{code['sources']}`"
         + (f"; {len(other)} runs made by other code: " + ", ".join(other) if other else
            f"; all {len(run_dirs)} runs were made by this code") + ".",
-        f"Data: {fp}{' (quick mode: short schedules)' if settings.quick else ''}; seeds: {seeds}; tables give "
-        "mean ± std over seeds (n per arm in the tables).",
+        f"Data: {data.label(settings.data)}, {fp}{' (quick mode: short schedules)' if settings.quick else ''}; seeds: {seeds}; tables give "
+        "mean ± std over seeds (n per arm in the tables)."
+        + (f" Tier: {settings.tier} (experiments/tiers.py); backend: {suite.get('backend', 'not recorded')}."
+           if settings.tier else ""),
         f"Time: this invocation {suite['total_s'] / 60:.1f} min ({', '.join(f'{k} {seconds[k]:.0f} s' for k in results)}); "
         f"{len(run_dirs)} runs, whose recorded training times (including evaluations; a group's time shared among "
         f"its runs) add up to {train_s / 60:.2f} min; this invocation spent {wall_s / 60:.2f} min (wall) training "

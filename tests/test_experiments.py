@@ -38,6 +38,9 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     assert "Command: `python -m experiments.reproduce --quick" in report and "Code: commit" in report
     runs = glob.glob(os.path.join(wd, "runs", "*", "seed_0"))
     assert len(runs) >= 20  # arms shared between experiments are trained once
+    # --quiet: one line per finished run of the whole invocation, counted once, with an ETA
+    done = re.findall(r"^\[(\d+)/(\d+)\] .*: trained in [\d.]+ s.*ETA", proc.stdout, flags=re.M)
+    assert [int(k) for k, _ in done] == list(range(1, len(runs) + 1)) and {int(n) for _, n in done} == {len(runs)}
     records = [json.loads(line) for line in open(os.path.join(runs[0], "metrics.jsonl"))]
     assert all("val_accuracy" in r and "val_loss" in r for r in records)
     run = bnjax.load_run(runs[0])
@@ -47,7 +50,7 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     # a second invocation reads every run back instead of retraining
     stamps = {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0
+    assert again.returncode == 0 and again.stdout.count(": read back") == len(runs)
     assert stamps == {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
     # re-rendered from the run records alone: the same report, byte for byte
     before = open(os.path.join(wd, "report.md")).read()

@@ -94,31 +94,85 @@ def test_data_helpers_for_the_natural_image_tier(tmp_path):
     assert data.label("fashion_mnist") == "fashion_mnist"
 
 
-def test_natural_image_tier_runs_the_vgg_net_on_cifar_shaped_arrays(tmp_path):
+def test_tiers_resolve_by_data_and_backend():
+    from experiments import reproduce, tiers
+
+    assert tiers.resolve("auto", True, "cpu") == "cpu" and tiers.resolve("auto", True, "gpu") == "gpu"
+    assert tiers.resolve("auto", False, "cpu") == "" and tiers.resolve("gpu", False, "cpu") == "gpu"
+    with pytest.raises(ValueError, match="unknown tier"):
+        tiers.resolve("tpu", True, "cpu")
+    assert reproduce.sections(None, "gpu") == ["lr_table", "lr_sweep", "augmentation"]
+    assert reproduce.sections(None, "cpu") == ["placement", "lr_table", "ablation", "normalization", "augmentation",
+                                               "lr_sweep"]
+    assert "depth" in reproduce.sections(None, "") and reproduce.sections("depth", "cpu") == ["depth"]
+    assert data.label("npz:data_local/cifar10_jpeg.npz") == "CIFAR-10 (JPEG-decoded copy)"
+
+
+def _cifar_like(path):
     rng = np.random.default_rng(0)
-    path = tmp_path / "cifar_like.npz"
     np.savez(path, x_train=rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8), y_train=np.arange(200) % 10,
              x_test=rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8), y_test=np.arange(50) % 10)
-    wd = tmp_path / "rep"
-    from experiments import augmentation, lr_sweep, lr_table, reproduce
 
-    assert reproduce.sections(None, f"npz:{path}") == ["lr_table", "lr_sweep", "augmentation"]
-    assert "depth" in reproduce.sections(None, "digits") and "depth" not in reproduce.sections(None, "cifar10")
-    s = Settings(workdir=str(tmp_path), data=f"npz:{path}")
-    for exp in (lr_table, lr_sweep, augmentation):  # every arm of the tier: the VGG net at batch 128
-        arms = exp.arms(s)
-        assert {(c.model.arch, c.model.channels, c.data.batch_size) for c in arms.values()} == {
+
+def test_natural_image_tiers_choose_their_nets(tmp_path):
+    from experiments import ablation, augmentation, lr_sweep, lr_table, normalization, placement, tiers
+
+    path = tmp_path / "cifar_like.npz"
+    _cifar_like(path)
+    gpu = Settings(workdir=str(tmp_path), data=f"npz:{path}", tier="gpu")
+    for exp in (lr_table, lr_sweep, augmentation):  # every arm of the gpu tier: the VGG net at batch 128
+        assert {(c.model.arch, c.model.channels, c.data.batch_size) for c in exp.arms(gpu).values()} == {
             ("vgg", (32, 32, 64, 64, 128, 128), 128)}, exp.__name__
-    # the tier's training, figures and report (two of its experiments; a small VGG to keep it fast)
-    cmd = [sys.executable, "-m", "experiments.reproduce", "--data", f"npz:{path}", "--only", "lr_sweep,augmentation",
-           "--seeds", "1", "--steps", "2", "--quiet", "--workdir", str(wd), "--model.channels", "4,4",
-           "--model.kernels", "3,3", "--model.dense", "8", "--data.batch_size", "16"]
+    cpu = Settings(workdir=str(tmp_path), data=f"npz:{path}", tier="cpu")
+    for exp in (placement, lr_table, ablation, normalization, augmentation, lr_sweep):
+        convnets = [c for c in exp.arms(cpu).values() if c.model.arch == "convnet"]
+        assert convnets and {(c.model.channels, c.model.kernels, c.model.dense, c.data.batch_size)
+                             for c in convnets} == {((16, 32), (5, 3), 128, 64)}, exp.__name__
+    assert {c.steps for c in augmentation.arms(cpu).values()} == {tiers.CPU_STEPS["augmentation"]}
+    quick = Settings(workdir=str(tmp_path), data=f"npz:{path}", tier="cpu", quick=True)
+    assert {c.steps for c in augmentation.arms(quick).values()} == {tiers.CPU_STEPS["augmentation"] // 5}
+    plain = Settings(workdir=str(tmp_path), data="digits")  # 28x28 data: the tiers change nothing
+    assert {c.model.channels for c in lr_table.arms(plain).values()} == {(24, 32)}
+
+
+def test_natural_image_tiers_run_end_to_end_on_cifar_shaped_arrays(tmp_path):
+    path = tmp_path / "cifar_like.npz"
+    _cifar_like(path)
+    wd = tmp_path / "rep"
+    # the gpu tier's training, figures and report (two of its experiments; a small VGG to keep it fast)
+    cmd = [sys.executable, "-m", "experiments.reproduce", "--data", f"npz:{path}", "--tier", "gpu", "--only",
+           "lr_sweep,augmentation", "--seeds", "1", "--steps", "2", "--quiet", "--workdir", str(wd),
+           "--model.channels", "4,4", "--model.kernels", "3,3", "--model.dense", "8", "--data.batch_size", "16"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = open(wd / "report.md").read()
     assert "## 1. Learning-rate sweep" in report and "**VGG**" in report and "## 2. Data augmentation" in report
+    assert "Tier: gpu" in report
     configs = [json.load(open(os.path.join(d, "config.json"))) for d in
                sorted(os.path.join(wd, "runs", h, "seed_0") for h in os.listdir(wd / "runs"))]
     assert configs and {c["model"]["arch"] for c in configs} == {"vgg"}
     assert {c["data"]["augment"] for c in configs} >= {"", "hflip", "hflip,vflip,rotate:15"}
     assert os.path.getsize(wd / "augmentation" / "grid.png") > 10_000
+    # the cpu tier (the default on a CPU): its sections by default, the tier in the stored invocation
+    cpu = tmp_path / "cpu"
+    cmd = [sys.executable, "-m", "experiments.reproduce", "--data", f"npz:{path}", "--quick", "--seeds", "1",
+           "--steps", "2", "--quiet", "--workdir", str(cpu), "--only", "augmentation",
+           "--model.channels", "4,4", "--model.dense", "8"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Tier: cpu" in open(cpu / "report.md").read()
+    assert json.load(open(cpu / "suite.json"))["argv"][-2:] == ["--tier", "cpu"]
+
+
+CIFAR = os.path.join(ROOT, "data_local", "cifar10_jpeg.npz")
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR), reason="the CIFAR-10 copy is built by hand (docs/data.md)")
+def test_quick_cpu_tier_on_the_real_cifar10_copy(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.augmentation", "--data", f"npz:{CIFAR}", "--quick", "--seeds", "1",
+           "--quiet", "--workdir", str(tmp_path / "aug")]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    res = json.load(open(tmp_path / "aug" / "results.json"))
+    assert res["arms"]["none"]["final_test_accuracy"][0] > 0.3  # chance is 0.10
+    assert "CIFAR-10 (JPEG-decoded copy)" in open(tmp_path / "aug" / "report.md").read()
