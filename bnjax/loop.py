@@ -81,8 +81,9 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
     with phases.of("data"):
         ds = dataset if dataset is not None else load_dataset(base)
         dev = device_data if device_data is not None else data_lib.to_device(ds)
-    _check_data(base, ds, dev)
-    records = _open(cfg_list, dirs)
+    with phases.of("setup"):
+        _check_data(base, ds, dev)
+        records = _open(cfg_list, dirs)
     try:
         with phases.of("setup"):
             sharding = parallel.batch_sharding(mesh) if mesh is not None else None
