@@ -139,12 +139,14 @@ def finalize(sections: MutableMapping[str, dict]) -> dict:
         sections[name]["verdicts"].append(v.to_dict())
     decided = [v for v in controlled if v.outcome != "Inconclusive"]
     return {"tested": len(controlled), "with_p": sum(v.p is not None for v in controlled),
-            "decided": len(decided), "survive": sum(bool(v.fdr_survives) for v in decided)}
+            "decided": len(decided), "decided_with_p": sum(v.p is not None for v in decided),
+            "survive": sum(bool(v.fdr_survives) for v in decided)}
 
 
 def multiplicity_text(counts: Mapping[str, int]) -> str:
     """The report's sentence on how many claims it tests and how many survive."""
     return (f"This report tests {counts['tested']} claims ({counts['with_p']} with a p-value); "
-            f"{counts['decided']} are Supported or Contradicted, of which {counts['survive']} survive "
-            f"Benjamini-Hochberg false-discovery-rate control at q = {FDR_Q:g} over the report's p-values "
-            "(scipy.stats.false_discovery_control); the others say so. Rules: " + RULES)
+            f"{counts['decided']} are Supported or Contradicted, {counts['decided_with_p']} of them with a p-value, "
+            f"of which {counts['survive']} survive Benjamini-Hochberg false-discovery-rate control at q = {FDR_Q:g} "
+            "over the report's p-values (scipy.stats.false_discovery_control); a line that does not survive says so "
+            "(a seed count has no p-value). Rules: " + RULES)

@@ -119,7 +119,7 @@ def test_case5_false_discovery_control_by_hand():
     assert [o.fdr_survives for o in out] == [True, False, False, None, None]  # 0.04, 0.06, 0.06, 0.9
     lines = {"s": {"report": ["text", *out]}}
     counts = report.finalize(lines)
-    assert counts == {"tested": 5, "with_p": 4, "decided": 4, "survive": 1}
+    assert counts == {"tested": 5, "with_p": 4, "decided": 4, "decided_with_p": 3, "survive": 1}
     assert "Does **not** survive" in lines["s"]["report"][2] and "survive" not in lines["s"]["report"][1]
     assert [Verdict.from_dict(d).fdr_survives for d in lines["s"]["verdicts"]] == [True, False, False, None, None]
 
