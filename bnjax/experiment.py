@@ -153,13 +153,14 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     phases = Phases()
     seeds = seeds_of(arms, settings)
     pool = settings.pool or os.path.join(settings.workdir, "runs")
+    view = os.path.join(settings.workdir, "tensorboard")  # runs by arm and seed (bnjax.events)
     t0 = time.perf_counter()
     if settings.reanalyze:
-        runs = pool_lib.read_runs(arms, seeds, pool, steps=settings.steps)
+        runs = pool_lib.read_runs(arms, seeds, pool, steps=settings.steps, view=view)
     else:
         runs = pool_lib.run_arms(arms, seeds, pool, runs=settings.runs, stale=settings.stale,
                                  progress=settings.progress, steps=settings.steps, timing=timing, phases=phases,
-                                 tracker=settings.tracker)
+                                 tracker=settings.tracker, view=view)
     t1 = time.perf_counter()
     results = exp.analyze(runs, settings.workdir, settings)
     results["run_dirs"] = sorted({r.workdir for rs in runs.values() for r in rs if r.workdir})

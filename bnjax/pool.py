@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 
 from bnjax import config as config_lib
 from bnjax import data as data_lib
-from bnjax import runlog
+from bnjax import events, runlog
 from bnjax.config import TrainConfig
 from bnjax.loop import dataset_args, fit, load_dataset
 from bnjax.programs import program_key
@@ -148,13 +148,14 @@ class _Cell:
     arm: str
     cfg: TrainConfig
     rdir: str
+    view: str | None = None  # its TensorBoard folder in the experiment's view
 
 
 def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
              runs: str = "sequential",
              stale: str = "retrain", progress: bool = True, steps: int | None = None,
              timing: dict | None = None, phases: Phases | None = None,
-             tracker: SuiteProgress | None = None) -> dict[str, list[Run]]:
+             tracker: SuiteProgress | None = None, view: str | None = None) -> dict[str, list[Run]]:
     """Train every arm with every seed in the pool; finished runs that match are read back.
 
     Args:
@@ -172,6 +173,9 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
       phases: a `bnjax.timing.Phases` that accumulates where the time goes (data loading
         and fingerprints here, the rest in `bnjax.loop.fit`).
       tracker: the invocation's `bnjax.progress.SuiteProgress`, told of each finished run.
+      view: if given, the experiment's TensorBoard folder: runs trained now write their
+        events into ``VIEW/<arm>/seed_<k>`` (`bnjax.events`), runs read back get a copy
+        there.
     Returns:
       arm -> list of `bnjax.stats.Run`, one per seed.
     Raises:
@@ -180,7 +184,7 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     if stale not in STALE_POLICIES:
         raise ValueError(f"unknown stale policy {stale!r}; choose from {STALE_POLICIES}")
     mode = resolve_runs(runs)
-    cells = _cells(arms, seeds, pool, steps)
+    cells = _cells(arms, seeds, pool, steps, view)
     phases = phases if phases is not None else Phases()
     with phases.of("data"):
         datasets = _datasets(cells)
@@ -195,7 +199,16 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     out: dict[str, list[Run]] = {}
     for c in cells:
         out.setdefault(c.arm, []).append(done[c.rdir])
+    _write_views(cells, done)
     return out
+
+
+def _write_views(cells: list[_Cell], runs: Mapping[str, Run]) -> None:
+    """A copy of each run's events in its view folder, unless it wrote them there itself."""
+    for c in cells:
+        if c.view and (os.path.abspath(events.logdir_of(c.rdir)) != os.path.abspath(c.view)
+                       or not os.path.exists(os.path.join(c.view, events.EVENT_FILE))):
+            events.rewrite(c.rdir, runs[c.rdir].history, logdir=c.view)
 
 
 def _work_through(queue: list[list[_Cell]], n: int, datasets: dict, done: dict, progress: bool, mode: str,
@@ -235,6 +248,8 @@ def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, pro
         dev = data_lib.to_device(ds)
     names = ", ".join(sorted({c.arm for c in group}))
     desc = f"{count} {names}" + (f" ({len(group)} runs)" if len(group) > 1 else f" seed {group[0].cfg.seed}")
+    for c in group if group[0].view else ():
+        events.point(c.rdir, c.view)
     t0 = time.perf_counter()
     try:
         results = fit([c.cfg for c in group], [c.rdir for c in group], dataset=ds, device_data=dev,
@@ -255,9 +270,10 @@ def run_dirs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
 
 
 def _cells(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str,
-           steps: int | None) -> list[_Cell]:
+           steps: int | None, view: str | None = None) -> list[_Cell]:
     per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
-    return [_Cell(arm, c, run_dir(pool, c)) for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
+    return [_Cell(arm, c, run_dir(pool, c), events.view_dir(view, arm, c.seed) if view else None)
+            for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
 
 
 def _label(c: _Cell) -> str:
@@ -270,22 +286,25 @@ def _read(c: _Cell) -> Run:
 
 
 def read_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
-              steps: int | None = None) -> dict[str, list[Run]]:
+              steps: int | None = None, view: str | None = None) -> dict[str, list[Run]]:
     """The finished runs of every arm and seed, read from the pool's records
     (``config.json``, ``metrics.jsonl``, ``results.json``) without loading data, training
-    or checking staleness: for re-rendering a report from committed run records.
+    or checking staleness: for re-rendering a report from committed run records (and,
+    with ``view``, writing their TensorBoard view as `run_arms` does).
 
     Raises:
       MissingRunsError: listing every run that has no finished record, before reading any.
     """
-    cells = _cells(arms, seeds, pool, steps)
+    cells = _cells(arms, seeds, pool, steps, view)
     missing = [f"{c.arm} seed {c.cfg.seed}: {c.rdir}" for c in cells
                if not os.path.exists(os.path.join(c.rdir, "results.json"))]
     if missing:
         raise MissingRunsError(missing)
     out: dict[str, list[Run]] = {}
+    runs = {c.rdir: _read(c) for c in cells}
     for c in cells:
-        out.setdefault(c.arm, []).append(_read(c))
+        out.setdefault(c.arm, []).append(runs[c.rdir])
+    _write_views(cells, runs)
     return out
 
 

@@ -19,6 +19,7 @@ import warnings
 from typing import Any
 
 from bnjax import config as config_lib
+from bnjax import events
 
 
 class RunMismatchError(RuntimeError):
@@ -140,8 +141,8 @@ def versions() -> dict[str, str]:
 # exactly one of the two sets (tests/test_pool.py checks it).
 NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
                   "models", "norm", "optim", "parallel", "programs", "record", "renorm", "train")
-OTHER_MODULES = ("__init__", "analysis", "experiment", "plots", "pool", "progress", "report", "runlog", "stats",
-                 "timing", "verdicts")
+OTHER_MODULES = ("__init__", "analysis", "events", "experiment", "plots", "pool", "progress", "report", "runlog",
+                 "stats", "timing", "verdicts")
 
 
 @functools.lru_cache(maxsize=1)
@@ -256,11 +257,13 @@ def update_meta(workdir: str, **fields: Any) -> None:
 
 
 def append_metrics(workdir: str, record: dict) -> None:
-    """Append one evaluation record to ``metrics.jsonl`` (flushed and fsynced)."""
+    """Append one evaluation record to ``metrics.jsonl`` (flushed and fsynced), then to
+    the run's TensorBoard event file (`bnjax.events`)."""
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
         f.write(json.dumps(record, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
+    events.append(workdir, record)
 
 
 def damaged_metrics(workdir: str) -> list[int]:
@@ -307,7 +310,8 @@ def read_metrics(workdir: str, *, up_to_step: int | None = None) -> list[dict]:
 
 
 def rewrite_metrics(workdir: str, records: list[dict]) -> None:
-    """Replace ``metrics.jsonl`` (used on resume to drop records past the checkpoint). A
+    """Replace ``metrics.jsonl`` and the TensorBoard event file (used on resume to drop
+    records past the checkpoint). A
     file with damaged lines is first copied to ``metrics.jsonl.damaged-<time>`` (said in a
     warning), so no record is ever dropped silently."""
     path = os.path.join(workdir, "metrics.jsonl")
@@ -319,3 +323,4 @@ def rewrite_metrics(workdir: str, records: list[dict]) -> None:
     with open(tmp, "w") as f:
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in records)
     os.replace(tmp, path)
+    events.rewrite(workdir, records)
