@@ -1,14 +1,14 @@
 """bnjax: batch normalisation and friends in JAX/Flax, for the regularisation lecture.
 
 Main entry points: `BatchNorm` (ours, a drop-in for flax.linen.BatchNorm),
-`population_statistics` (Algorithm 2), `fit` (train a config, or several in one compiled
-program), `load_run` and
+`population_statistics` (Algorithm 2), `fit` (train a config), `fit_group` (several in one
+compiled program), `load_run` and
 `evaluate` (analysis of a finished run in a Python session).
 """
 
 from bnjax.analysis import LoadedRun, evaluate, load_run
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.loop import fit, fit_group, fit_many
+from bnjax.loop import fit, fit_group
 from bnjax.norm import BatchNorm, population_statistics, torch_momentum_to_flax
 from bnjax.renorm import BatchRenorm
 from bnjax.runlog import code_version
@@ -17,5 +17,5 @@ code_version()  # fix the code version to the sources this process imported (see
 
 __all__ = [
     "BatchNorm", "BatchRenorm", "LoadedRun", "evaluate", "load_run", "DataConfig", "ModelConfig", "OptimConfig",
-    "TrainConfig", "fit", "fit_group", "fit_many", "population_statistics", "torch_momentum_to_flax",
+    "TrainConfig", "fit", "fit_group", "population_statistics", "torch_momentum_to_flax",
 ]

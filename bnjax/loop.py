@@ -1,4 +1,4 @@
-"""The training driver: `fit` trains one config, or K configs that share a compiled
+"""The training driver: `fit` trains one config, `fit_group` K configs that share a compiled
 program (`bnjax.programs`), from the start or from their checkpoints to the end.
 
 One flat loop, as Flax's ``train_and_evaluate``, each setup step a helper call:
@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from bnjax import config as config_lib
 from bnjax import data as data_lib
-from bnjax import many, parallel, runlog
+from bnjax import parallel, runlog
 from bnjax.config import TrainConfig
 from bnjax.programs import RUN_AXES, Program, program_key
 from bnjax.record import RunRecord, evaluation_record, population_stats, probe_inputs, summary, test_at_best
@@ -47,36 +47,54 @@ class RunResult:
     summary: dict
 
 
-def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str | None] | None = None, *,
-        dataset: data_lib.Dataset | None = None, device_data: dict | None = None, progress: bool = True,
-        desc: str = "", mesh: Any = None, layout: str | None = None, share_data: bool = False,
-        runs: str | None = None, phases: Phases | None = None) -> RunResult | list[RunResult]:
-    """Train one run, or several runs in one compiled program.
+def fit(cfg: TrainConfig, workdir: str | None = None, **kwargs: Any) -> RunResult:
+    """Train one run (`fit_group` of one config: the same code path).
 
     Args:
-      cfgs: one validated config, or a list of configs that may differ only along
-        `bnjax.programs.RUN_AXES` (seed, learning-rate multiplier, weight decay,
-        initialiser): they train stacked in one program, each as it would alone.
-      workdirs: the run directory (one config) or one per config; None trains in memory.
+      cfg: a validated config.
+      workdir: its run directory (resumed when it holds a checkpoint of this config);
+        None trains in memory.
+      kwargs: as for `fit_group`; ``mesh`` (a `bnjax.parallel.make_mesh` mesh) trains
+        this run data-parallel over its devices, only process 0 writing the workdir.
+    Returns:
+      Its `RunResult` (final state, evaluation history, summary).
+    """
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"fit trains one TrainConfig, got {type(cfg).__name__}; for several runs in one "
+                        "compiled program use bnjax.fit_group(cfgs, workdirs)")
+    return fit_group([cfg], [workdir], **kwargs)[0]
+
+
+def fit_group(cfgs: Sequence[TrainConfig], workdirs: Sequence[str | None] | None = None, *,
+              dataset: data_lib.Dataset | None = None, device_data: dict | None = None, progress: bool = True,
+              desc: str = "", mesh: Any = None, layout: str | None = None, share_data: bool = False,
+              runs: str | None = None, phases: Phases | None = None) -> list[RunResult]:
+    """Train several runs in one compiled program, each as it would train alone.
+
+    Args:
+      cfgs: validated configs that may differ only along `bnjax.programs.RUN_AXES` (seed,
+        learning-rate multiplier, weight decay, initialiser): they train stacked.
+      workdirs: one run directory per config (None entries, or None for all: in memory).
       dataset, device_data: an already loaded data set and its device copy, to share them.
       progress, desc: progress bar and its label.
       mesh: a `bnjax.parallel.make_mesh` mesh (one run only): data parallel over its devices;
         only process 0 writes the workdir.
       layout: one of `bnjax.many.LAYOUTS` for several runs (default `bnjax.many.layout_for`).
-      share_data: several runs train on the first run's batches (`bnjax.many.train_chunk_many`).
+      share_data: every run trains on the first run's batches (`bnjax.many.train_chunk_many`).
       runs: how the caller trains runs ("together", "sequential"), recorded in meta.json.
       phases: a `bnjax.timing.Phases` that accumulates where this call's time goes.
     Returns:
-      A `RunResult` for one config, a list of them for a list.
+      One `RunResult` per config, in order (`bnjax.many.stack` stacks their states).
     Raises:
       RunMismatchError, PermissionError: for a workdir that cannot be used.
       ValueError: configs that cannot share a program, or data that do not fit the model.
     """
     t0 = time.perf_counter()
     phases = phases if phases is not None else Phases()
-    single = isinstance(cfgs, TrainConfig)
-    cfg_list = [cfgs] if single else list(cfgs)
-    dirs = _workdirs(workdirs, len(cfg_list), single)
+    if isinstance(cfgs, TrainConfig):
+        raise TypeError("fit_group takes a list of configs; for one config use bnjax.fit(cfg, workdir)")
+    cfg_list = list(cfgs)
+    dirs = _workdirs(workdirs, len(cfg_list))
     base = _check_group(cfg_list, mesh)
     with phases.of("data"):
         ds = dataset if dataset is not None else load_dataset(base)
@@ -94,7 +112,7 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
             if mesh is not None:
                 states, dev = parallel.replicate(states, mesh), parallel.replicate(dev, mesh)
         bar = tqdm(total=base.steps, initial=int(program.state(states, 0).step), disable=not progress,
-                   desc=desc or (base.model.arch if single else f"{len(cfg_list)} runs"), unit="step", leave=False,
+                   desc=desc or (base.model.arch if len(cfg_list) == 1 else f"{len(cfg_list)} runs"), unit="step", leave=False,
                    dynamic_ncols=True)
         clock = _Clock(records, t0, phases)
         try:
@@ -105,34 +123,8 @@ def fit(cfgs: TrainConfig | Sequence[TrainConfig], workdirs: str | Sequence[str 
     finally:
         for rec in records:
             rec.close()  # on any failure too: checkpoints released, lock released (no-op when finished)
-    return results[0] if single else results
+    return results
 
-
-def fit_group(cfgs: Sequence[TrainConfig], workdirs: Sequence[str | None] | None = None,
-              **kwargs: Any) -> list[RunResult]:
-    """`fit` of a list of configs (kept for its name): runs in one compiled program."""
-    return fit(list(cfgs), list(workdirs) if workdirs is not None else None, **kwargs)
-
-
-def fit_many(cfg: TrainConfig, seeds: Sequence[int], *, lr_multipliers: Sequence[float] | None = None,
-             **kwargs: Any) -> tuple[TrainState, list[list[dict]], float]:
-    """Train ``cfg`` for every seed in one program, in memory (for sweeps and benchmarks).
-
-    Args:
-      lr_multipliers: optional, one per seed: run i uses ``optim.lr_multiplier =
-        lr_multipliers[i]``.
-      kwargs: passed to `fit` (``dataset``, ``device_data``, ``layout``, ``share_data``).
-    Returns:
-      ``(stacked final states, per-run evaluation histories, training seconds)``.
-    """
-    if lr_multipliers is not None and len(lr_multipliers) != len(seeds):
-        raise ValueError(f"{len(lr_multipliers)} learning-rate multipliers for {len(seeds)} seeds")
-    mults = lr_multipliers if lr_multipliers is not None else [cfg.optim.lr_multiplier] * len(seeds)
-    cfgs = [dataclasses.replace(cfg, seed=s, optim=dataclasses.replace(cfg.optim, lr_multiplier=m))
-            for s, m in zip(seeds, mults, strict=True)]
-    t0 = time.perf_counter()
-    res = fit(cfgs, progress=False, **kwargs)
-    return many.stack([r.state for r in res]), [r.history for r in res], time.perf_counter() - t0
 
 
 def dataset_args(cfg: TrainConfig) -> dict[str, Any]:
@@ -170,11 +162,9 @@ def due(cfg: TrainConfig, mark: int) -> tuple[bool, bool]:
 # --------------------------------------------------------------------------- setup
 
 
-def _workdirs(workdirs: Any, k: int, single: bool) -> list[str | None]:
+def _workdirs(workdirs: Any, k: int) -> list[str | None]:
     if workdirs is None:
         dirs: list[str | None] = [None] * k
-    elif single:
-        dirs = [workdirs]
     elif isinstance(workdirs, str) or len(workdirs) != k:
         raise ValueError(f"one workdir per config: got {workdirs!r} for {k} configs")
     else:

@@ -1,7 +1,7 @@
 """Many runs in one compiled program: the stacked-state primitives. Runs of one config
 that differ only along the run axes (`bnjax.programs.RUN_AXES`: seed, learning-rate
 multiplier, weight decay, initialiser and its scale) train together through `bnjax.fit`
-given a list of configs (run directories as for one run), or `bnjax.fit_many` (in memory).
+given a list of configs (run directories as for one run), one result per config (`stack` stacks their states).
 
 The states of the K runs are stacked along a leading axis and the *same* pure
 `train_chunk` runs over them, either vectorised (``jax.vmap``: one wide program, best

@@ -34,7 +34,7 @@ from bnjax import config as config_lib
 from bnjax import data as data_lib
 from bnjax import events, runlog
 from bnjax.config import TrainConfig
-from bnjax.loop import dataset_args, fit, load_dataset
+from bnjax.loop import dataset_args, fit_group, load_dataset
 from bnjax.programs import program_key
 from bnjax.stats import Run
 from bnjax.progress import SuiteProgress
@@ -171,7 +171,7 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
       timing: if given, ``timing["train_wall_s"]`` is increased by the wall time of the
         training calls (to check the runs' recorded times against).
       phases: a `bnjax.timing.Phases` that accumulates where the time goes (data loading
-        and fingerprints here, the rest in `bnjax.loop.fit`).
+        and fingerprints here, the rest in `bnjax.loop.fit_group`).
       tracker: the invocation's `bnjax.progress.SuiteProgress`, told of each finished run.
       view: if given, the experiment's TensorBoard folder: runs trained now write their
         events into ``VIEW/<arm>/seed_<k>`` (`bnjax.events`), runs read back get a copy
@@ -252,7 +252,7 @@ def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, pro
         events.point(c.rdir, c.view)
     t0 = time.perf_counter()
     try:
-        results = fit([c.cfg for c in group], [c.rdir for c in group], dataset=ds, device_data=dev,
+        results = fit_group([c.cfg for c in group], [c.rdir for c in group], dataset=ds, device_data=dev,
                       progress=progress, desc=desc, runs=mode, phases=phases)
     except runlog.RunLockedError:
         return False

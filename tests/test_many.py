@@ -6,10 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from bnjax import fit, runlog
+from bnjax import fit, fit_group, runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax import fit_many
-from bnjax.many import unstack
+from bnjax.many import stack, unstack
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -27,7 +26,8 @@ def test_runs_in_one_program_equal_runs_alone(arch, layout):
     if layout == "matmul":  # as on a GPU: alone with XLA's convolution, together with im2col matmuls
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, conv_impl="xla"))
     seeds = [3, 7]
-    states, histories, _ = fit_many(cfg, seeds, layout=layout)
+    res = fit_group([dataclasses.replace(cfg, seed=s) for s in seeds], layout=layout, progress=False)
+    states, histories = stack([r.state for r in res]), [r.history for r in res]
     for i, seed in enumerate(seeds):
         alone = fit(dataclasses.replace(cfg, seed=seed), progress=False)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5),
@@ -47,7 +47,9 @@ def test_learning_rate_multiplier_as_a_run_axis():
                                         schedule="exponential", decay_steps=10, decay_rate=0.5),
                       data=DataConfig(source="digits", batch_size=16), steps=20, eval_every=20)
     mults = [1.0, 5.0, 30.0]
-    states, _, _ = fit_many(cfg, [0, 0, 0], lr_multipliers=mults)
+    res = fit_group([dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_multiplier=m)) for m in mults],
+                    progress=False)
+    states = stack([r.state for r in res])
     for i, m in enumerate(mults):
         alone = fit(dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_multiplier=m)), progress=False)
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
@@ -98,7 +100,7 @@ def test_fit_group_writes_each_run_as_fit_alone_and_isolates_a_diverging_run(tmp
             dataclasses.replace(base, seed=2, optim=dataclasses.replace(base.optim, lr_multiplier=3.0)),
             dataclasses.replace(base, seed=3, optim=dataclasses.replace(base.optim, lr_multiplier=1e6))]
     dirs = [str(tmp_path / f"run{i}") for i in range(3)]
-    res = fit(cfgs, dirs, progress=False)
+    res = fit_group(cfgs, dirs, progress=False)
     assert res[2].summary["diverged_at"] is not None  # x1e6 blows up ...
     for i in (0, 1):  # ... while the others train exactly as alone
         alone = fit(cfgs[i], str(tmp_path / f"alone{i}"), progress=False)
@@ -123,17 +125,19 @@ def test_fit_group_resumes_from_the_runs_checkpoints_and_refuses_mixed_configs(t
     # a group that stopped at step 20 (its checkpoints kept) continues to 40 == uninterrupted
     import shutil
 
-    full = fit(cfgs, dirs, progress=False)
+    full = fit_group(cfgs, dirs, progress=False)
     for d in dirs:
         shutil.rmtree(f"{d}/checkpoints/40")
         (tmp_path / d / "results.json").unlink()
-    resumed = fit(cfgs, dirs, progress=False)
+    resumed = fit_group(cfgs, dirs, progress=False)
     for a, b in zip(full, resumed, strict=True):
         jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a.state.params, b.state.params)
         assert [r["step"] for r in b.history] == [20, 40]
     with pytest.raises(ValueError, match="model.hidden"):
-        fit([cfgs[0], dataclasses.replace(cfgs[1], model=dataclasses.replace(base.model, hidden=(8,)))],
+        fit_group([cfgs[0], dataclasses.replace(cfgs[1], model=dataclasses.replace(base.model, hidden=(8,)))],
                   progress=False)
+    with pytest.raises(TypeError, match="fit_group"):
+        fit(cfgs, dirs, progress=False)  # one way to train a list
 
 
 def test_run_arms_together_compiles_one_program_for_arms_differing_in_multiplier(tmp_path):
@@ -168,7 +172,7 @@ def test_group_records_honest_training_time(tmp_path, monkeypatch):
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: float(readings.append(0) or len(readings))))
     base = dataclasses.replace(_group_cfg(), steps=300, eval_every=100, population_stats_batches=0)
     cfgs = [dataclasses.replace(base, seed=s) for s in range(3)]
-    res = fit(cfgs, [str(tmp_path / f"r{i}") for i in range(3)], progress=False)
+    res = fit_group(cfgs, [str(tmp_path / f"r{i}") for i in range(3)], progress=False)
     secs = [r.summary["train_seconds"] for r in res]
     assert secs == pytest.approx([secs[0]] * 3)
     assert sum(secs) == pytest.approx(len(readings) - 1, abs=0.002)  # first reading to last (1 ms rounding)
@@ -188,7 +192,7 @@ def test_weight_decay_and_initialiser_are_run_axes(tmp_path):
             dataclasses.replace(base, model=dataclasses.replace(base.model, init="xavier_uniform")),
             dataclasses.replace(base, seed=9, model=dataclasses.replace(base.model, init="normal", init_std=0.2))]
     before = compiled_chunk_many._cache_size()
-    res = fit(cfgs, progress=False)
+    res = fit_group(cfgs, progress=False)
     assert compiled_chunk_many._cache_size() - before <= 2  # chunks of eval_every steps (and one final size at most)
     for c, r in zip(cfgs, res, strict=True):
         alone = fit(c, progress=False)
@@ -224,7 +228,7 @@ def test_group_falls_back_past_an_unreadable_checkpoint_and_finishes_bitwise(tmp
                                population_stats_batches=0)
     cfgs = [dataclasses.replace(base, seed=s) for s in (1, 2)]
     dirs = [str(tmp_path / f"r{s}") for s in (1, 2)]
-    full = fit(cfgs, dirs, progress=False)
+    full = fit_group(cfgs, dirs, progress=False)
     for root, _, names in os.walk(f"{dirs[1]}/checkpoints/60"):
         for name in names:
             with open(os.path.join(root, name), "wb") as f:
@@ -232,7 +236,7 @@ def test_group_falls_back_past_an_unreadable_checkpoint_and_finishes_bitwise(tmp
     for d in dirs:
         os.remove(f"{d}/results.json")
     with pytest.warns(UserWarning, match="step 60 cannot be restored"):
-        again = fit(cfgs, dirs, progress=False)
+        again = fit_group(cfgs, dirs, progress=False)
     for a, b in zip(full, again, strict=True):
         jax.tree.map(lambda x, y: np.testing.assert_array_equal(x, y), a.state.params, b.state.params)
         assert [r["step"] for r in b.history] == [20, 40, 60]
