@@ -42,3 +42,16 @@ def test_every_module_a_command_block_runs_exists():
     assert {"experiments.reproduce", "pytest"} <= modules
     missing = [m for m in sorted(modules) if importlib.util.find_spec(m) is None]
     assert not missing, missing
+
+
+def test_every_tool_a_command_block_runs_is_installed():
+    """``.venv/bin/TOOL`` in a command block is a console script that requirements.txt installs."""
+    import sys
+
+    tools = set()
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", open(page).read(), flags=re.S):
+            tools |= set(re.findall(r"\.venv/bin/([\w-]+)", block))
+    assert {"tensorboard", "jupyter-execute", "python"} <= tools
+    bindir = os.path.dirname(sys.executable)
+    assert not [t for t in sorted(tools) if t != "pip" and not os.path.exists(os.path.join(bindir, t))]
