@@ -15,6 +15,9 @@ Keeps the last ``keep`` checkpoints plus the best one by validation accuracy.
 * Restoring reads arrays into the structure of a freshly built state (``StandardRestore``
   with a target), so nothing from the checkpoint is executed (no pickle).
 * `set_aside` moves checkpoints that cannot be used out of the way (kept, never deleted).
+* Typed PRNG keys (``TrainState.keys``) are stored as their key data (uint32, what orbax
+  can write; the same bytes a legacy ``PRNGKey`` array held, so older checkpoints restore)
+  and wrapped again, with the target's implementation, on restore.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class Checkpoints:
         """
         if self.read_only:
             raise CheckpointError(f"{self.directory} was opened read-only: cannot save step {step}")
-        state = jax.device_get(state)  # host copies: checksummed, and saved by process 0 alone
+        state = jax.device_get(_key_data(state))  # host copies: checksummed, and saved by process 0 alone
         sums = tree_checksums(state)
         try:
             self._mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
@@ -103,14 +106,16 @@ class Checkpoints:
           Exception: whatever orbax raises for a checkpoint it cannot read.
         """
         want = self._checksums(step)
-        state = self._mngr.restore(step, args=ocp.args.StandardRestore(target))
-        _check_structure(state, target)
+        on_disk = _key_data(target)
+        state = self._mngr.restore(step, args=ocp.args.StandardRestore(on_disk))
+        _check_structure(state, on_disk)
         got = tree_checksums(state)
         bad = sorted(k for k in set(want) | set(got) if got.get(k) != want.get(k))
         if bad:
             raise CheckpointError(f"checkpoint of step {step} in {self.directory} fails its checksums "
                                   f"({len(bad)} arrays, e.g. {bad[0]}): the files changed after saving")
-        return state
+        return jax.tree.map(lambda a, t: jax.random.wrap_key_data(a, impl=jax.random.key_impl(t)) if _is_key(t) else a,
+                            state, target)
 
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:
         """Restore the newest readable checkpoint into ``target``'s structure (each
@@ -192,6 +197,15 @@ def _check_writable(directory: str) -> None:
         runlog.check_writable(directory)
     except PermissionError as e:
         raise CheckpointError(f"cannot write checkpoints: {e}") from None
+
+
+def _is_key(a: Any) -> bool:
+    return isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def _key_data(tree: Any) -> Any:
+    """``tree`` with every typed PRNG key array replaced by its uint32 key data."""
+    return jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, tree)
 
 
 def _check_structure(state: Any, target: Any) -> None:

@@ -66,7 +66,7 @@ def probe_percentiles(model: nn.Module, variables: dict, x: Array, *, unit: int 
       ``{layer_path: (len(qs),) percentiles}``; layer paths are like ``block2``.
     """
     _, coll = model.apply(variables, x, True, mutable=[PROBES, "batch_stats"],
-                          rngs={"dropout": jax.random.PRNGKey(0)})  # dropout comes after every probe
+                          rngs={"dropout": jax.random.key(0)})  # dropout comes after every probe
     out = {}
     flat = jax.tree_util.tree_flatten_with_path(coll[PROBES])[0]
     for path, value in flat:

@@ -56,7 +56,7 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: A
       sample_x: a batch with the input shape (its values are not used beyond init).
       seed: the run's seed.
     """
-    root = jax.random.PRNGKey(seed)
+    root = jax.random.key(seed)  # a typed key (threefry2x32: the same bits as the legacy PRNGKey(seed))
     k_init, k_data, k_aug, k_drop = jax.random.split(root, 4)
     variables = model.init({"params": k_init}, sample_x, False)
     params = variables["params"]
@@ -200,5 +200,5 @@ def moments_step(variables: dict, x: Array, *, model: nn.Module) -> Any:
     Algorithm 2 (`bnjax.norm.population_statistics`). Training-mode BN; bnjax models
     apply dropout only after the last normaliser, so it does not touch the moments."""
     _, coll = model.apply(variables, x, True, mutable=["batch_stats", MOMENTS_COLLECTION],
-                          rngs={"dropout": jax.random.PRNGKey(0)})
+                          rngs={"dropout": jax.random.key(0)})
     return coll[MOMENTS_COLLECTION]

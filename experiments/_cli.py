@@ -123,14 +123,21 @@ def run(exp: Experiment, settings: Settings) -> dict:
         raise  # unreachable: fail exits
 
 
+def with_progress(settings: Settings, exps: Sequence[Experiment], pool: str) -> Settings:
+    """``settings`` with one `bnjax.progress.SuiteProgress` over the distinct runs of
+    ``exps`` in ``pool`` (none when re-analysing: nothing trains)."""
+    if settings.reanalyze:
+        return settings
+    total = len(run_dirs_of(exps, settings, pool))
+    return dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress))
+
+
 def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:
     """The whole entry point of an experiment script: parse, run, write WORKDIR/report.md,
     print the section's tables and verdicts."""
     one_line_warnings()
     settings = settings_from(experiment_parser(exp.doc, exp.workdir, dict(exp.options)), [exp], argv)
-    if not settings.reanalyze:
-        total = len(run_dirs_of([exp], settings, settings.pool or os.path.join(settings.workdir, "runs")))
-        settings = dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress))
+    settings = with_progress(settings, [exp], settings.pool or os.path.join(settings.workdir, "runs"))
     results = run(exp, settings)
     if settings.tracker is not None:
         settings.tracker.close()

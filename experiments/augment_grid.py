@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         p.error(str(e))
     pick = data.first_of_each_class(ds.y_test, args.n)  # one per class, even in a set sorted by class
-    rows = augment.demo_rows(jax.random.PRNGKey(args.seed), jnp.asarray(ds.x_test[pick]), degrees=args.degrees)
+    rows = augment.demo_rows(jax.random.key(args.seed), jnp.asarray(ds.x_test[pick]), degrees=args.degrees)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     plots.image_grid(rows, args.out, title=f"Data augmentation on {data.label(args.data)}: one test image per class "
                                            "(bnjax.augment, on the device)")

@@ -54,7 +54,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     if not (s.reanalyze and os.path.exists(grid)):  # a picture of the data: re-analysis keeps it without the data
         ds = data.load(s.data, val_fraction=0.0)
         x = jnp.asarray(ds.x_test[data.first_of_each_class(ds.y_test, 10)])
-        plots.image_grid(augment.demo_rows(jax.random.PRNGKey(0), x), grid,
+        plots.image_grid(augment.demo_rows(jax.random.key(0), x), grid,
                          title=f"Data augmentation on {data.label(s.data)}: one test image per class "
                                "(bnjax.augment, on the device)")
     a = stats.summarize(runs)

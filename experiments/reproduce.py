@@ -27,8 +27,7 @@ import sys
 import time
 
 from bnjax import data, report, runlog, stats, timing
-from bnjax.experiment import run_dirs_of, write_results
-from bnjax.progress import SuiteProgress
+from bnjax.experiment import write_results
 from experiments import _cli, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement, tiers
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
@@ -62,9 +61,7 @@ def main(argv=None) -> None:
         stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
                  "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend()}
-    if not settings.reanalyze:
-        total = len(run_dirs_of([EXPERIMENTS[n] for n in names], settings, os.path.join(settings.workdir, "runs")))
-        settings = dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress))
+    settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"))
     results = _run_sections(names, settings, suite)
     if settings.tracker is not None:
         settings.tracker.close()

@@ -12,7 +12,7 @@ from bnjax import augment as A
 from bnjax import fit
 from bnjax.config import DataConfig, ModelConfig, TrainConfig
 
-IMGS = jax.random.uniform(jax.random.PRNGKey(0), (6, 9, 9, 2))
+IMGS = jax.random.uniform(jax.random.key(0), (6, 9, 9, 2))
 
 
 def _always(spec):
@@ -22,9 +22,9 @@ def _always(spec):
 def test_flip_twice_is_identity_and_flip_is_mirror():
     for op, axis in (("hflip@1", 2), ("vflip@1", 1)):
         pipe = _always(op)
-        once = A.augment(jax.random.PRNGKey(1), IMGS, pipe)
+        once = A.augment(jax.random.key(1), IMGS, pipe)
         np.testing.assert_array_equal(once, np.flip(IMGS, axis))
-        np.testing.assert_array_equal(A.augment(jax.random.PRNGKey(2), once, pipe), IMGS)
+        np.testing.assert_array_equal(A.augment(jax.random.key(2), once, pipe), IMGS)
 
 
 def test_rotation_by_zero_is_identity_and_90_is_rot90_counter_clockwise():
@@ -54,14 +54,14 @@ def test_translate_matches_shifted_numpy():
 def test_shape_dtype_kept_and_same_key_same_result():
     pipe = A.parse_pipeline("hflip,vflip,rotate:20,translate:1")
     for x in (IMGS, IMGS[..., 0], IMGS.astype(jnp.bfloat16)):
-        a = A.augment(jax.random.PRNGKey(3), x, pipe)
+        a = A.augment(jax.random.key(3), x, pipe)
         assert a.shape == x.shape and a.dtype == x.dtype
-        np.testing.assert_array_equal(a, A.augment(jax.random.PRNGKey(3), x, pipe))
+        np.testing.assert_array_equal(a, A.augment(jax.random.key(3), x, pipe))
 
 
 def test_identical_images_get_different_transforms():
     batch = jnp.broadcast_to(IMGS[:1], (32, 9, 9, 2))
-    out = np.asarray(A.augment(jax.random.PRNGKey(4), batch, A.parse_pipeline("rotate:30")))
+    out = np.asarray(A.augment(jax.random.key(4), batch, A.parse_pipeline("rotate:30")))
     assert len({out[i].tobytes() for i in range(32)}) == 32
 
 
@@ -69,7 +69,7 @@ def test_angles_cover_the_range_uniformly_when_p_below_one():
     """augmax's Rotate(p<1) draws coin and angle from one key, so applied angles cover only
     part of the range; here they must be U(-30, 30) and the applied fraction close to p."""
     n = 20000
-    (prm,) = A.sample(jax.random.PRNGKey(5), A.parse_pipeline("rotate:30@0.3"), n)
+    (prm,) = A.sample(jax.random.key(5), A.parse_pipeline("rotate:30@0.3"), n)
     applied = np.asarray(prm["apply"])
     angles = np.asarray(prm["value"])[applied]
     assert abs(applied.mean() - 0.3) < 0.015
@@ -77,8 +77,8 @@ def test_angles_cover_the_range_uniformly_when_p_below_one():
     # and the whole batch's transformed images match the sampled parameters (replay)
     imgs = jnp.broadcast_to(IMGS[:1, ..., :1], (64, 9, 9, 1))
     pipe = A.parse_pipeline("rotate:30@0.3")
-    params = A.sample(jax.random.PRNGKey(6), pipe, 64)
-    np.testing.assert_array_equal(A.apply(imgs, pipe, params), A.augment(jax.random.PRNGKey(6), imgs, pipe))
+    params = A.sample(jax.random.key(6), pipe, 64)
+    np.testing.assert_array_equal(A.apply(imgs, pipe, params), A.augment(jax.random.key(6), imgs, pipe))
 
 
 @pytest.mark.parametrize("spec,needle", [
@@ -118,7 +118,7 @@ def test_rotation_matches_scipy(fill, mode):
 def test_rotation_matches_dm_pix_edge_mode():
     import dm_pix as pix
 
-    x = jax.random.uniform(jax.random.PRNGKey(0), (16, 28, 28, 1))
-    deg = jax.random.uniform(jax.random.PRNGKey(1), (16,), minval=-45, maxval=45)
+    x = jax.random.uniform(jax.random.key(0), (16, 28, 28, 1))
+    deg = jax.random.uniform(jax.random.key(1), (16,), minval=-45, maxval=45)
     ref = jax.vmap(lambda im, d: pix.rotate(im, jnp.deg2rad(d), order=1, mode="nearest"))(x, deg)
     np.testing.assert_allclose(A.rotate(x, deg), ref, atol=1e-5)

@@ -15,11 +15,11 @@ from bnjax.models import build_model
 from bnjax.renorm import renorm_limits
 
 jax.config.update("jax_default_matmul_precision", "highest")
-X = jax.random.normal(jax.random.PRNGKey(0), (32, 6)) * 2.0 + 1.0
+X = jax.random.normal(jax.random.key(0), (32, 6)) * 2.0 + 1.0
 
 
 def _train_apply(module, x, variables=None):
-    v = variables or module.init(jax.random.PRNGKey(1), x)
+    v = variables or module.init(jax.random.key(1), x)
     return module.apply(v, x, mutable=["batch_stats"])
 
 
@@ -39,11 +39,11 @@ def test_ghost_bn_normalises_each_virtual_batch_separately():
 
 
 def test_batch_renorm_with_unit_limits_equals_bn_in_training():
-    v = BatchNorm(use_running_average=False).init(jax.random.PRNGKey(1), X)
+    v = BatchNorm(use_running_average=False).init(jax.random.key(1), X)
     stats = {"mean": jnp.full(6, 0.7), "var": jnp.full(6, 3.0)}  # running stats far from the batch's
     bn_y, bn_s = BatchNorm(use_running_average=False).apply({**v, "batch_stats": stats}, X, mutable=["batch_stats"])
     rn = BatchRenorm(use_running_average=False, fixed_limits=(1.0, 0.0))
-    rv = rn.init(jax.random.PRNGKey(1), X)
+    rv = rn.init(jax.random.key(1), X)
     rn_y, rn_s = rn.apply({"params": rv["params"], "batch_stats": {**stats, "step": jnp.int32(0)}}, X,
                           mutable=["batch_stats"])
     np.testing.assert_allclose(rn_y, bn_y, atol=1e-5)
@@ -58,7 +58,7 @@ def test_batch_renorm_with_unit_limits_equals_bn_in_training():
 def test_batch_renorm_corrects_towards_running_statistics():
     stats = {"mean": jnp.full(6, 0.7), "var": jnp.full(6, 3.0), "step": jnp.int32(0)}
     rn = BatchRenorm(use_running_average=False, fixed_limits=(3.0, 5.0))
-    v = rn.init(jax.random.PRNGKey(1), X)
+    v = rn.init(jax.random.key(1), X)
     y, _ = rn.apply({"params": v["params"], "batch_stats": stats}, X, mutable=["batch_stats"])
     x = np.asarray(X, np.float64)
     mu_b, sig_b = x.mean(0), np.sqrt(x.var(0) + 1e-5)
@@ -77,17 +77,17 @@ def test_batch_renorm_corrects_towards_running_statistics():
 def test_folded_model_equals_original_in_eval(arch, shape):
     cfg = ModelConfig(arch=arch, norm="batch", activation="relu", channels=(6, 8), dense=16, hidden=(20, 12))
     model = build_model(cfg)
-    x = jax.random.normal(jax.random.PRNGKey(2), shape)
-    v = model.init(jax.random.PRNGKey(3), x, False)
+    x = jax.random.normal(jax.random.key(2), shape)
+    v = model.init(jax.random.key(3), x, False)
     # make the statistics and affine parameters non-trivial
     _, upd = model.apply(v, x * 3 + 1, True, mutable=["batch_stats"])
     leaves, tree = jax.tree.flatten(v["params"])
-    keys = jax.random.split(jax.random.PRNGKey(4), len(leaves))
+    keys = jax.random.split(jax.random.key(4), len(leaves))
     params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
     v = {"params": params, "batch_stats": upd["batch_stats"]}
     fcfg, fv = fold_batchnorm(cfg, v)
     folded = build_model(fcfg)
-    assert "batch_stats" not in folded.init(jax.random.PRNGKey(0), x, False)
+    assert "batch_stats" not in folded.init(jax.random.key(0), x, False)
     np.testing.assert_allclose(folded.apply(fv, x, False), model.apply(v, x, False), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="placement='before'"):
         fold_batchnorm(dataclasses.replace(cfg, placement="after"), v)
@@ -96,8 +96,8 @@ def test_folded_model_equals_original_in_eval(arch, shape):
 def test_probes_match_numpy_percentiles_of_the_same_activations():
     cfg = ModelConfig(arch="mlp", hidden=(10, 7), norm="batch", activation="sigmoid")
     model = build_model(cfg)
-    x = jax.random.normal(jax.random.PRNGKey(5), (50, 28, 28))
-    v = model.init(jax.random.PRNGKey(6), x, False)
+    x = jax.random.normal(jax.random.key(5), (50, 28, 28))
+    v = model.init(jax.random.key(6), x, False)
     got = probe_percentiles(model, v, x, unit=3, qs=(15.0, 50.0, 85.0))
     _, coll = model.apply(v, x, True, mutable=["intermediates", "batch_stats"])
     for layer in ("block0", "block1"):
@@ -120,8 +120,8 @@ def test_other_normalisers_train_as_arms(norm):
                       optim=OptimConfig(name="adam", learning_rate=3e-3),
                       data=DataConfig(source="digits", batch_size=32), steps=150, eval_every=150)
     model = build_model(dataclasses.replace(cfg.model, conv_impl="xla"))
-    x = jax.random.normal(jax.random.PRNGKey(0), (32, 8, 8, 1)) * 2 + 1
-    v = model.init(jax.random.PRNGKey(1), x, False)
+    x = jax.random.normal(jax.random.key(0), (32, 8, 8, 1)) * 2 + 1
+    v = model.init(jax.random.key(1), x, False)
     _, st = model.apply(v, x, True, mutable=["batch_stats", "intermediates"],
                         capture_intermediates=lambda mdl, _: mdl.name == "norm" and mdl.parent.name == "norm")
     y = np.asarray(jax.tree.leaves(st["intermediates"])[0], np.float64)  # the first block's normaliser, (32, 8, 8, 8)

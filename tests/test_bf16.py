@@ -17,7 +17,7 @@ from bnjax.models import build_model
 def test_bf16_computes_in_bf16_and_keeps_float32_state(arch):
     model = build_model(ModelConfig(arch=arch, norm="batch", activation="relu", dtype="bfloat16"))
     x = jnp.ones((4, 8, 8, 1))
-    v = model.init(jax.random.PRNGKey(0), x, False)
+    v = model.init(jax.random.key(0), x, False)
     logits, upd = model.apply(v, x, True, mutable=["batch_stats", "intermediates"])
     assert logits.dtype == jnp.float32  # the loss is taken in float32
     assert {a.dtype for a in jax.tree.leaves(v)} == {jnp.dtype("float32")}

@@ -19,10 +19,10 @@ def _xla(x, k, padding="SAME"):
 
 @pytest.mark.parametrize("ksize,shape", [(5, (3, 12, 10, 2)), (3, (2, 7, 7, 4)), (4, (2, 9, 8, 3)), (1, (2, 5, 5, 3))])
 def test_im2col_equals_conv_general_dilated(ksize, shape):
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    k = jax.random.normal(jax.random.PRNGKey(1), (ksize, ksize, shape[-1], 6))
+    x = jax.random.normal(jax.random.key(0), shape)
+    k = jax.random.normal(jax.random.key(1), (ksize, ksize, shape[-1], 6))
     np.testing.assert_allclose(conv2d_im2col(x, k), _xla(x, k), rtol=1e-5, atol=1e-5)
-    dy = jax.random.normal(jax.random.PRNGKey(2), (*shape[:3], 6))
+    dy = jax.random.normal(jax.random.key(2), (*shape[:3], 6))
     g1 = jax.grad(lambda x, k: jnp.sum(conv2d_im2col(x, k) * dy), argnums=(0, 1))(x, k)
     g2 = jax.grad(lambda x, k: jnp.sum(_xla(x, k) * dy), argnums=(0, 1))(x, k)
     for a, b in zip(g1, g2, strict=True):
@@ -30,8 +30,8 @@ def test_im2col_equals_conv_general_dilated(ksize, shape):
 
 
 def test_im2col_valid_padding():
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 12, 10, 3))
-    k = jax.random.normal(jax.random.PRNGKey(1), (5, 3, 3, 4))
+    x = jax.random.normal(jax.random.key(0), (2, 12, 10, 3))
+    k = jax.random.normal(jax.random.key(1), (5, 3, 3, 4))
     np.testing.assert_allclose(conv2d_im2col(x, k, "VALID"), _xla(x, k, "VALID"), rtol=1e-5, atol=1e-5)
 
 
@@ -42,8 +42,8 @@ def test_im2col_valid_padding():
 ])
 def test_pool_layout_conv_is_conv_general_dilated_grouped_by_pooling_window(kernel, shape, padding):
     """z[n, p, q, 2*di + dj] == y[n, 2p + di, 2q + dj] for y = lax.conv, values and gradients."""
-    x = jax.random.normal(jax.random.PRNGKey(0), shape)
-    k = jax.random.normal(jax.random.PRNGKey(1), (*kernel, shape[-1], 5))
+    x = jax.random.normal(jax.random.key(0), shape)
+    k = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], 5))
     assert pool_fusable(shape, kernel, padding)
 
     def grouped_ref(x, k):
@@ -55,7 +55,7 @@ def test_pool_layout_conv_is_conv_general_dilated_grouped_by_pooling_window(kern
     assert z.shape == ref.shape
     np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(z.max(axis=3), nn.max_pool(_xla(x, k, padding), (2, 2), (2, 2)), rtol=1e-5, atol=1e-5)
-    dz = jax.random.normal(jax.random.PRNGKey(2), z.shape)
+    dz = jax.random.normal(jax.random.key(2), z.shape)
     g1 = jax.grad(lambda x, k: jnp.sum(conv2d_pool_s2d(x, k, padding) * dz), argnums=(0, 1))(x, k)
     g2 = jax.grad(lambda x, k: jnp.sum(grouped_ref(x, k) * dz), argnums=(0, 1))(x, k)
     for a, b in zip(g1, g2, strict=True):
@@ -64,10 +64,10 @@ def test_pool_layout_conv_is_conv_general_dilated_grouped_by_pooling_window(kern
 
 def test_window_max_gradient_goes_to_the_first_maximum_like_xla_max_pool():
     """With many ties (small integers), the gradient equals nn.max_pool's select-and-scatter."""
-    y = jnp.round(jax.random.normal(jax.random.PRNGKey(7), (3, 6, 8, 5)))
+    y = jnp.round(jax.random.normal(jax.random.key(7), (3, 6, 8, 5)))
     n, h, w, c = y.shape
     group = lambda y: y.reshape(n, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4, c)  # noqa: E731
-    dy = jax.random.normal(jax.random.PRNGKey(8), (n, h // 2, w // 2, c))
+    dy = jax.random.normal(jax.random.key(8), (n, h // 2, w // 2, c))
     ref_fn = lambda y: jnp.sum(nn.max_pool(y, (2, 2), (2, 2)) * dy)  # noqa: E731
     np.testing.assert_array_equal(window_max(group(y), 3), nn.max_pool(y, (2, 2), (2, 2)))
     g = jax.grad(lambda y: jnp.sum(window_max(group(y), 3) * dy))(y)
@@ -85,10 +85,10 @@ def test_pool_layout_refuses_odd_conv_outputs():
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 2)])
 def test_reshape_pool_equals_max_pool(shape):
-    x = jax.random.normal(jax.random.PRNGKey(3), shape)
+    x = jax.random.normal(jax.random.key(3), shape)
     ref = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
     np.testing.assert_array_equal(max_pool_2x2(x), ref)
-    dy = jax.random.normal(jax.random.PRNGKey(4), ref.shape)
+    dy = jax.random.normal(jax.random.key(4), ref.shape)
     g1 = jax.grad(lambda x: jnp.sum(max_pool_2x2(x) * dy))(x)
     g2 = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME") * dy))(x)
     np.testing.assert_allclose(g1, g2)  # random inputs: no ties
@@ -98,11 +98,11 @@ def test_reshape_pool_equals_max_pool(shape):
 def test_convnet_implementations_agree_on_the_same_parameters(padding, side):
     """im2col (with the pooling-window layout where it applies: 28 -> 14 -> 7 SAME, 28 -> 24 -> 12 -> 10
     -> 5 VALID, and 30 -> 15 whose second stage falls back to plain im2col) equals lax.conv + max_pool."""
-    x = jax.random.normal(jax.random.PRNGKey(5), (4, side, side, 1))
+    x = jax.random.normal(jax.random.key(5), (4, side, side, 1))
     a = build_model(ModelConfig(arch="convnet", norm="batch", conv_impl="im2col", padding=padding))
     b = build_model(ModelConfig(arch="convnet", norm="batch", conv_impl="xla", padding=padding))
-    v = a.init(jax.random.PRNGKey(0), x, False)
-    assert jax.tree.structure(v) == jax.tree.structure(b.init(jax.random.PRNGKey(0), x, False))
+    v = a.init(jax.random.key(0), x, False)
+    assert jax.tree.structure(v) == jax.tree.structure(b.init(jax.random.key(0), x, False))
     ya, ua = a.apply(v, x, True, mutable=["batch_stats"])
     yb, ub = b.apply(v, x, True, mutable=["batch_stats"])
     np.testing.assert_allclose(ya, yb, rtol=1e-4, atol=1e-4)

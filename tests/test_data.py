@@ -86,7 +86,7 @@ def test_errors_name_the_problem(tmp_path):
 
 
 def test_epoch_sampler_is_a_reproducible_permutation():
-    key = jax.random.PRNGKey(0)
+    key = jax.random.key(0)
     a = np.asarray(data.epoch_batches(key, 3, 100, 32))
     b = np.asarray(data.epoch_batches(key, 3, 100, 32))
     c = np.asarray(data.epoch_batches(key, 4, 100, 32))

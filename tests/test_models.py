@@ -10,7 +10,7 @@ from bnjax.models import build_model
 
 
 def _vars(cfg, shape=(4, 28, 28, 1)):
-    return build_model(cfg).init(jax.random.PRNGKey(0), jnp.ones(shape), False)
+    return build_model(cfg).init(jax.random.key(0), jnp.ones(shape), False)
 
 
 @pytest.mark.parametrize("arch", ["mlp", "convnet"])
@@ -37,10 +37,10 @@ def test_mnist_mlp_shapes_match_the_paper():
 
 def test_placement_changes_what_the_sigmoid_sees():
     """Variant A normalises the sigmoid's input: its pre-activation has zero batch mean."""
-    x = jax.random.normal(jax.random.PRNGKey(1), (64, 20)) * 3 + 2
+    x = jax.random.normal(jax.random.key(1), (64, 20)) * 3 + 2
     for placement, centred in (("before", True), ("after", False)):
         model = build_model(ModelConfig(norm="batch", placement=placement, hidden=(30, 30)))
-        v = model.init(jax.random.PRNGKey(0), x, False)
+        v = model.init(jax.random.key(0), x, False)
         _, coll = model.apply(v, x, True, mutable=["batch_stats", "intermediates"])
         pre = np.asarray(coll["intermediates"]["block0"]["preact"][0])
         assert (np.abs(pre.mean(0)).max() < 1e-4) == centred
@@ -60,18 +60,18 @@ def test_initialisers(init, check):
 def test_convnet_handles_8_28_32_and_rejects_too_small():
     for size in (8, 28, 32):
         model = build_model(ModelConfig(arch="convnet", norm="batch"))
-        v = model.init(jax.random.PRNGKey(0), jnp.ones((2, size, size, 1)), False)
+        v = model.init(jax.random.key(0), jnp.ones((2, size, size, 1)), False)
         assert model.apply(v, jnp.ones((2, size, size, 1)), False).shape == (2, 10)
     with pytest.raises(ValueError, match="needs larger images"):
-        build_model(ModelConfig(arch="convnet")).init(jax.random.PRNGKey(0), jnp.ones((2, 784)), False)
+        build_model(ModelConfig(arch="convnet")).init(jax.random.key(0), jnp.ones((2, 784)), False)
 
 
 def test_valid_padding_shapes_match_the_speedrun_net():
     model = build_model(ModelConfig(arch="convnet", padding="valid"))
-    p = model.init(jax.random.PRNGKey(0), jnp.ones((2, 28, 28, 1)), False)["params"]
+    p = model.init(jax.random.key(0), jnp.ones((2, 28, 28, 1)), False)["params"]
     assert p["fc"]["linear"]["kernel"].shape == (800, 256)  # 32 x 5 x 5, as tuomaso/train_mnist_fast
     with pytest.raises(ValueError, match="needs larger images"):
-        model.init(jax.random.PRNGKey(0), jnp.ones((2, 8, 8, 1)), False)
+        model.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), False)
 
 
 @pytest.mark.parametrize("impl", ["im2col", "xla"])
@@ -81,8 +81,8 @@ def test_vgg_pools_after_every_two_convolutions_against_lax(impl):
     cfg = ModelConfig(arch="vgg", channels=(4, 4, 8, 8), kernels=(3, 3, 3, 3), dense=16, activation="relu",
                       conv_impl=impl)
     model = build_model(cfg)
-    x = jax.random.normal(jax.random.PRNGKey(1), (3, 12, 12, 3))
-    p = model.init(jax.random.PRNGKey(0), x, False)["params"]
+    x = jax.random.normal(jax.random.key(1), (3, 12, 12, 3))
+    p = model.init(jax.random.key(0), x, False)["params"]
     h = x
     for i in range(4):
         layer = p[f"conv{i}"]["linear"]

@@ -26,7 +26,7 @@ def np_bn_train(x, gamma, beta, eps=EPS):
 
 
 def _init_apply(module, x, **kw):
-    variables = module.init(jax.random.PRNGKey(0), x)
+    variables = module.init(jax.random.key(0), x)
     return variables, module.apply(variables, x, mutable=["batch_stats"], **kw)
 
 
@@ -37,7 +37,7 @@ def test_training_matches_numpy_algorithm1(shape):
     gamma = rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32)
     beta = rng.normal(size=shape[-1]).astype(np.float32)
     bn = BatchNorm(use_running_average=False, momentum=0.9)
-    variables = bn.init(jax.random.PRNGKey(0), x)
+    variables = bn.init(jax.random.key(0), x)
     variables = {"params": {"scale": gamma, "bias": beta}, "batch_stats": variables["batch_stats"]}
     y, upd = bn.apply(variables, x, mutable=["batch_stats"])
     y_ref, mu, var = np_bn_train(x, gamma, beta)
@@ -55,8 +55,8 @@ def test_parity_with_flax(variance, fast, shape, axis):
     x = jnp.asarray(rng.normal(1.0, 2.0, shape).astype(np.float32))
     ours = BatchNorm(use_running_average=False, momentum=0.8, axis=axis, variance=variance)
     ref = nn.BatchNorm(use_running_average=False, momentum=0.8, axis=axis, use_fast_variance=fast)
-    v_ours = ours.init(jax.random.PRNGKey(0), x)
-    v_ref = ref.init(jax.random.PRNGKey(0), x)
+    v_ours = ours.init(jax.random.key(0), x)
+    v_ref = ref.init(jax.random.key(0), x)
     assert jax.tree.structure(v_ours) == jax.tree.structure(v_ref)
     params = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, shape[axis]), jnp.float32),
               "bias": jnp.asarray(rng.normal(size=shape[axis]), jnp.float32)}
@@ -88,7 +88,7 @@ def test_gradients_numerical_and_closed_form():
     beta = rng.normal(size=f)
     dy = rng.normal(size=(m, f))
     bn = BatchNorm(use_running_average=False)
-    variables = bn.init(jax.random.PRNGKey(0), jnp.float32(x))
+    variables = bn.init(jax.random.key(0), jnp.float32(x))
 
     def f_out(x, g, b):
         v = {"params": {"scale": g, "bias": b}, "batch_stats": variables["batch_stats"]}
@@ -116,7 +116,7 @@ def test_eval_uses_running_stats_and_does_not_change_them():
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.normal(size=(10, 3)).astype(np.float32))
     bn = BatchNorm()
-    variables = bn.init(jax.random.PRNGKey(0), x, use_running_average=True)
+    variables = bn.init(jax.random.key(0), x, use_running_average=True)
     stats = {"mean": jnp.array([1.0, -2.0, 0.5]), "var": jnp.array([4.0, 0.25, 1.0])}
     variables = {"params": variables["params"], "batch_stats": stats}
     y, upd = bn.apply(variables, x, use_running_average=True, mutable=["batch_stats"])
@@ -126,7 +126,7 @@ def test_eval_uses_running_stats_and_does_not_change_them():
 
 def test_init_does_not_update_stats():
     x = jnp.full((8, 3), 5.0) + jnp.arange(8.0)[:, None]
-    v = BatchNorm(use_running_average=False).init(jax.random.PRNGKey(0), x)
+    v = BatchNorm(use_running_average=False).init(jax.random.key(0), x)
     np.testing.assert_array_equal(v["batch_stats"]["mean"], np.zeros(3))
     np.testing.assert_array_equal(v["batch_stats"]["var"], np.ones(3))
 
@@ -145,7 +145,7 @@ def test_low_precision_input_uses_float32_statistics():
     rng = np.random.default_rng(5)
     x = rng.normal(3.0, 2.0, (64, 4)).astype(np.float32)
     bn = BatchNorm(use_running_average=False, momentum=0.0)
-    v = bn.init(jax.random.PRNGKey(0), jnp.asarray(x, jnp.bfloat16))
+    v = bn.init(jax.random.key(0), jnp.asarray(x, jnp.bfloat16))
     y, upd = bn.apply(v, jnp.asarray(x, jnp.bfloat16), mutable=["batch_stats"])
     assert upd["batch_stats"]["mean"].dtype == jnp.float32
     xb = np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32), np.float64)
@@ -161,7 +161,7 @@ def test_unbiased_running_variance_and_torch_momentum():
     x = rng.normal(size=(5, 2)).astype(np.float32)
     m_torch = 0.1
     bn = BatchNorm(use_running_average=False, momentum=torch_momentum_to_flax(m_torch), running_var="unbiased")
-    v = bn.init(jax.random.PRNGKey(0), x)
+    v = bn.init(jax.random.key(0), x)
     _, upd = bn.apply(v, x, mutable=["batch_stats"])
     # PyTorch: running_var = (1 - m) * running_var + m * unbiased batch variance
     np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 * 1.0 + 0.1 * x.var(0, ddof=1), rtol=1e-5)
@@ -183,13 +183,13 @@ def test_masked_statistics_equal_statistics_of_the_kept_rows():
 def test_bad_inputs_raise_clear_errors():
     bn = BatchNorm(use_running_average=False)
     with pytest.raises(ValueError, match="more than one value per feature"):
-        bn.init_with_output(jax.random.PRNGKey(0), jnp.ones((1, 4)))
+        bn.init_with_output(jax.random.key(0), jnp.ones((1, 4)))
     with pytest.raises(ValueError, match="axis 3 does not exist"):
-        BatchNorm(use_running_average=False, axis=3).init(jax.random.PRNGKey(0), jnp.ones((4, 4)))
+        BatchNorm(use_running_average=False, axis=3).init(jax.random.key(0), jnp.ones((4, 4)))
     with pytest.raises(TypeError, match="floating-point"):
-        bn.init(jax.random.PRNGKey(0), jnp.ones((4, 4), jnp.int32))
+        bn.init(jax.random.key(0), jnp.ones((4, 4), jnp.int32))
     with pytest.raises(ValueError, match="divide the batch"):
-        BatchNorm(use_running_average=False, virtual_batch_size=3).init(jax.random.PRNGKey(0), jnp.ones((8, 2)))
+        BatchNorm(use_running_average=False, virtual_batch_size=3).init(jax.random.key(0), jnp.ones((8, 2)))
 
 
 class _Net(nn.Module):
@@ -207,8 +207,8 @@ def test_drop_in_replacement_in_a_model():
     x = jnp.asarray(rng.normal(size=(16, 5)).astype(np.float32))
     ours = _Net(BatchNorm)
     ref = _Net(lambda **kw: nn.BatchNorm(use_fast_variance=False, **kw))
-    v = ours.init(jax.random.PRNGKey(1), x, False)
-    v2 = ref.init(jax.random.PRNGKey(1), x, False)
+    v = ours.init(jax.random.key(1), x, False)
+    v2 = ref.init(jax.random.key(1), x, False)
     jax.tree.map(np.testing.assert_array_equal, v, v2)
     (y1, u1), (y2, u2) = (m.apply(v, x, True, mutable=["batch_stats"]) for m in (ours, ref))
     np.testing.assert_allclose(y1, y2, atol=1e-5)
@@ -220,7 +220,7 @@ def test_population_statistics_is_algorithm2():
     rng = np.random.default_rng(9)
     batches = [jnp.asarray(rng.normal(2.0, 3.0, (20, 4)).astype(np.float32)) for _ in range(5)]
     net = _Net(BatchNorm)
-    v = net.init(jax.random.PRNGKey(0), batches[0], False)
+    v = net.init(jax.random.key(0), batches[0], False)
 
     def moments(xb):
         return net.apply(v, xb, True, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]
@@ -239,13 +239,13 @@ def test_population_statistics_is_algorithm2():
 def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(shape, axis, variance):
     """BatchNorm's custom VJP (closed_form_grad=True) == autodiff of the forward pass, for
     x, gamma, beta and for losses that also use the batch statistics (running averages)."""
-    x = jax.random.normal(jax.random.PRNGKey(0), shape) * 3 + 1
-    w = jax.random.normal(jax.random.PRNGKey(1), shape)
+    x = jax.random.normal(jax.random.key(0), shape) * 3 + 1
+    w = jax.random.normal(jax.random.key(1), shape)
     grads = []
     for closed in (True, False):
         bn = BatchNorm(use_running_average=False, axis=axis, variance=variance, closed_form_grad=closed,
                        momentum=0.5)
-        v = bn.init(jax.random.PRNGKey(2), x)
+        v = bn.init(jax.random.key(2), x)
         v = {"params": jax.tree.map(lambda p: p + 0.3, v["params"]), "batch_stats": v["batch_stats"]}
 
         def loss(x, params, bn=bn, v=v):
@@ -255,7 +255,7 @@ def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(sh
         grads.append(jax.grad(loss, argnums=(0, 1))(x, v["params"]))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads[0], grads[1])
     bn = BatchNorm(use_running_average=False, axis=axis, closed_form_grad=False)
-    v = bn.init(jax.random.PRNGKey(2), x)
+    v = bn.init(jax.random.key(2), x)
     jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,))  # forward mode works
     with pytest.raises(TypeError):
         bn = BatchNorm(use_running_average=False, axis=axis)
@@ -269,13 +269,13 @@ def test_unbiased_running_variance_and_algorithm2_on_images_use_m_equal_n_h_w():
     x = rng.normal(1.0, 2.0, (3, 4, 5, 2)).astype(np.float32)
     m = 3 * 4 * 5
     bn = BatchNorm(use_running_average=False, momentum=0.0, running_var="unbiased")  # running = this batch's
-    v = bn.init(jax.random.PRNGKey(0), x)
+    v = bn.init(jax.random.key(0), x)
     upd = bn.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]
     x64 = x.astype(np.float64).reshape(-1, 2)
     np.testing.assert_allclose(upd["var"], x64.var(0) * m / (m - 1), rtol=1e-5)
     batches = [jnp.asarray(rng.normal(0.5, 1.5, (3, 4, 5, 2)).astype(np.float32)) for _ in range(4)]
     bn2 = BatchNorm(use_running_average=False)
-    v2 = bn2.init(jax.random.PRNGKey(0), batches[0])
+    v2 = bn2.init(jax.random.key(0), batches[0])
     stats = population_statistics(
         lambda xb: bn2.apply(v2, xb, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION],
         v2["batch_stats"], batches)
@@ -294,7 +294,7 @@ def test_closed_form_backward_without_scale_or_bias_and_in_bfloat16_against_floa
     w64 = rng.normal(size=(16, 6))
     bn = BatchNorm(use_running_average=False, use_scale=use_scale, use_bias=use_bias,
                    scale_init=lambda k, s, d=jnp.float32: jnp.full(s, 1.7, d))
-    v = bn.init(jax.random.PRNGKey(0), jnp.asarray(x64, dtype))
+    v = bn.init(jax.random.key(0), jnp.asarray(x64, dtype))
     gx = jax.grad(lambda x: jnp.sum(bn.apply(v, x, mutable=["batch_stats"])[0].astype(jnp.float32)
                                     * jnp.asarray(w64, jnp.float32)))(jnp.asarray(x64, dtype))
     xin = np.asarray(jnp.asarray(x64, dtype).astype(jnp.float32), np.float64)  # what the layer saw
@@ -310,7 +310,7 @@ def test_ghost_bn_running_statistics_average_the_virtual_batches():
     rng = np.random.default_rng(13)
     x = rng.normal(1.0, 2.0, (12, 3)).astype(np.float32)
     bn = BatchNorm(use_running_average=False, virtual_batch_size=4, momentum=0.75)
-    v = bn.init(jax.random.PRNGKey(0), x)
+    v = bn.init(jax.random.key(0), x)
     upd = bn.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]
     groups = x.astype(np.float64).reshape(3, 4, 3)
     np.testing.assert_allclose(upd["mean"], 0.25 * groups.mean(1).mean(0), rtol=1e-5, atol=1e-7)
@@ -323,7 +323,7 @@ def test_batch_renorm_in_inference_mode_uses_the_moving_averages():
     rng = np.random.default_rng(14)
     x = rng.normal(size=(10, 4)).astype(np.float32)
     rn = BatchRenorm(use_running_average=True)
-    v = rn.init(jax.random.PRNGKey(0), x)
+    v = rn.init(jax.random.key(0), x)
     mean, var = rng.normal(size=4).astype(np.float32), rng.uniform(0.5, 2.0, 4).astype(np.float32)
     gamma, beta = rng.normal(size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
     v = {"params": {"scale": gamma, "bias": beta}, "batch_stats": {**v["batch_stats"], "mean": mean, "var": var}}

@@ -13,7 +13,7 @@ from bnjax.optim import decay_mask, make_optimizer, make_schedule
 
 def test_decay_mask_excludes_bn_and_biases():
     model = build_model(ModelConfig(norm="batch", placement="after"))
-    params = model.init(jax.random.PRNGKey(0), jnp.ones((2, 784)), False)["params"]
+    params = model.init(jax.random.key(0), jnp.ones((2, 784)), False)["params"]
     flat = {"/".join(k.key for k in path): v for path, v in jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]}
     assert flat["block0/linear/kernel"] and flat["head/kernel"]
     assert not flat["block0/linear/bias"] and not flat["block0/norm/norm/scale"] and not flat["block0/norm/norm/bias"]

@@ -51,7 +51,7 @@ hlo = programs.compiled_chunk.lower(st, dev["x_train"], dev["y_train"], model=m,
 out["all_reduce"] = hlo.count("all-reduce")
 # uneven valid counts per device: device i holds i % 4 + 1 valid rows of 4
 mesh = parallel.make_mesh(8)
-x = jax.random.normal(jax.random.PRNGKey(0), (32, 5)) * 3 + 2
+x = jax.random.normal(jax.random.key(0), (32, 5)) * 3 + 2
 mask = jnp.asarray(np.concatenate([np.arange(4) < (i % 4 + 1) for i in range(8)]))
 f = jax.shard_map(lambda x, m: batch_moments(x, (0,), mask=m[:, None], axis_name=parallel.AXIS)[:2],
                   mesh=mesh, in_specs=(P(parallel.AXIS), P(parallel.AXIS)), out_specs=P())
@@ -59,7 +59,7 @@ mean, var = f(x, mask)
 xv = np.asarray(x)[np.asarray(mask)]
 out["masked"] = [float(np.max(np.abs(mean - xv.mean(0)))), float(np.max(np.abs(var - xv.var(0))))]
 bn = BatchNorm(use_running_average=False, axis_name=parallel.AXIS)
-v = bn.init(jax.random.PRNGKey(0), x)
+v = bn.init(jax.random.key(0), x)
 g = jax.shard_map(lambda x, m: bn.apply(v, x, mask=m[:, None], mutable=["batch_stats"])[0], mesh=mesh,
                   in_specs=(P(parallel.AXIS), P(parallel.AXIS)), out_specs=P(parallel.AXIS))
 y = np.asarray(g(x, mask))[np.asarray(mask)]

@@ -22,7 +22,7 @@ PIPE = augment.parse_pipeline("hflip,rotate:15")
 
 def bnjax_fn(x):
     f = jax.jit(lambda k, x: augment.augment(k, x, PIPE))
-    key = jax.random.PRNGKey(0)
+    key = jax.random.key(0)
     return lambda: f(key, x).block_until_ready()
 
 
