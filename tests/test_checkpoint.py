@@ -110,3 +110,25 @@ def test_keeps_the_last_k_plus_the_best(tmp_path):
     store.close()
     last = sorted(accs)[-2:]
     assert set(last) <= set(kept) and best in kept and set(kept) <= set(last) | {best}
+
+
+def test_keys_are_typed_and_a_checkpoint_with_legacy_keys_restores(tmp_path):
+    """A state's keys are typed PRNG keys; saved as key data and wrapped again on restore,
+    so a checkpoint written with legacy uint32 keys (before typed keys) restores as well."""
+    from bnjax.programs import model_for, optimizer_for
+    from bnjax.train import create_state
+
+    model, tx = model_for(CFG.model), optimizer_for(CFG.optim, CFG.steps)
+    state = create_state(model, tx, np.zeros((2, 8, 8, 1), np.float32), seed=3)
+    assert jax.dtypes.issubdtype(state.keys.dtype, jax.dtypes.prng_key)
+    np.testing.assert_array_equal(jax.random.key_data(state.keys[0]),  # the legacy stream's bits, unchanged
+                                  jax.random.split(jax.random.PRNGKey(3), 4)[1])
+    typed = Checkpoints(str(tmp_path / "typed"))
+    typed.save(5, state, {"val_accuracy": 0.5})
+    legacy = Checkpoints(str(tmp_path / "legacy"))
+    legacy.save(5, state.replace(keys=jax.random.key_data(state.keys)), {"val_accuracy": 0.5})
+    for store in (typed, legacy):
+        back = store.restore(5, state)
+        assert back.keys.dtype == state.keys.dtype
+        np.testing.assert_array_equal(jax.random.key_data(back.keys), jax.random.key_data(state.keys))
+        store.close()
