@@ -33,7 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
-from bnjax import runlog
+from bnjax import prng, runlog
 
 BEST_METRIC = "val_accuracy"  # selection never looks at the test split
 SUMS = "bnjax_checksums.json"  # inside each step's directory
@@ -88,7 +88,7 @@ class Checkpoints:
         """
         if self.read_only:
             raise CheckpointError(f"{self.directory} was opened read-only: cannot save step {step}")
-        state = jax.device_get(_key_data(state))  # host copies: checksummed, and saved by process 0 alone
+        state = jax.device_get(prng.key_data(state))  # host copies: checksummed, and saved by process 0 alone
         sums = tree_checksums(state)
         try:
             self._mngr.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
@@ -106,7 +106,7 @@ class Checkpoints:
           Exception: whatever orbax raises for a checkpoint it cannot read.
         """
         want = self._checksums(step)
-        on_disk = _key_data(target)
+        on_disk = prng.key_data(target)
         state = self._mngr.restore(step, args=ocp.args.StandardRestore(on_disk))
         _check_structure(state, on_disk)
         got = tree_checksums(state)
@@ -114,8 +114,7 @@ class Checkpoints:
         if bad:
             raise CheckpointError(f"checkpoint of step {step} in {self.directory} fails its checksums "
                                   f"({len(bad)} arrays, e.g. {bad[0]}): the files changed after saving")
-        return jax.tree.map(lambda a, t: jax.random.wrap_key_data(a, impl=jax.random.key_impl(t)) if _is_key(t) else a,
-                            state, target)
+        return prng.rewrap(state, target)
 
     def restore_latest(self, target: Any) -> tuple[Any, int] | None:
         """Restore the newest readable checkpoint into ``target``'s structure (each
@@ -197,15 +196,6 @@ def _check_writable(directory: str) -> None:
         runlog.check_writable(directory)
     except PermissionError as e:
         raise CheckpointError(f"cannot write checkpoints: {e}") from None
-
-
-def _is_key(a: Any) -> bool:
-    return isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
-
-
-def _key_data(tree: Any) -> Any:
-    """``tree`` with every typed PRNG key array replaced by its uint32 key data."""
-    return jax.tree.map(lambda a: jax.random.key_data(a) if _is_key(a) else a, tree)
 
 
 def _check_structure(state: Any, target: Any) -> None:

@@ -254,9 +254,7 @@ def _restore(records: list[RunRecord], program: Program, initial: list[TrainStat
                 warnings.warn(f"{rec.workdir}: unreadable or unmatched checkpoint moved to {path}", stacklevel=3)
     stacked = program.stack(states)
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        stacked = multihost_utils.broadcast_one_to_all(stacked)
+        stacked = parallel.broadcast_from_writer(stacked)
     if step and all(p is not None for p in partials):
         return stacked, [{k: np.stack([p[k] for p in partials]) for k in ("loss", "accuracy")}]
     return stacked, []

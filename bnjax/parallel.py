@@ -24,6 +24,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from bnjax import prng
+
 AXIS = "data"
 
 
@@ -63,8 +65,16 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     sharding = NamedSharding(mesh, PartitionSpec())
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
-    return jax.tree.map(
-        lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx: np.asarray(a)[idx]), tree)
+    return prng.over_key_data(lambda t: jax.tree.map(
+        lambda a: jax.make_array_from_callback(np.shape(a), sharding, lambda idx: np.asarray(a)[idx]), t), tree)
+
+
+def broadcast_from_writer(tree: Any) -> Any:
+    """Process 0's values of ``tree`` on every process (a resumed state: only process 0
+    read the checkpoints)."""
+    from jax.experimental import multihost_utils
+
+    return prng.over_key_data(multihost_utils.broadcast_one_to_all, tree)
 
 
 def check_batch(batch_size: int, mesh: Mesh) -> None:

@@ -140,7 +140,7 @@ def versions() -> dict[str, str]:
 # editing them re-renders reports but keeps every run. Every module of the package is in
 # exactly one of the two sets (tests/test_pool.py checks it).
 NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
-                  "models", "norm", "optim", "parallel", "programs", "record", "renorm", "train")
+                  "models", "norm", "optim", "parallel", "prng", "programs", "record", "renorm", "train")
 OTHER_MODULES = ("__init__", "analysis", "events", "experiment", "plots", "pool", "progress", "report", "runlog",
                  "stats", "timing", "verdicts")
 
