@@ -41,6 +41,9 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     # --quiet: one line per finished run of the whole invocation, counted once, with an ETA
     done = re.findall(r"^\[(\d+)/(\d+)\] .*: trained in [\d.]+ s.*ETA", proc.stdout, flags=re.M)
     assert [int(k) for k, _ in done] == list(range(1, len(runs) + 1)) and {int(n) for _, n in done} == {len(runs)}
+    # TensorBoard: every run of a section under SECTION/tensorboard/<arm>/seed_0, none in the run directories
+    views = glob.glob(os.path.join(wd, "*", "tensorboard", "*", "seed_0", "events.out.tfevents.bnjax"))
+    assert len(views) >= len(runs) and not glob.glob(os.path.join(wd, "runs", "*", "seed_0", "events.out.*"))
     records = [json.loads(line) for line in open(os.path.join(runs[0], "metrics.jsonl"))]
     assert all("val_accuracy" in r and "val_loss" in r for r in records)
     run = bnjax.load_run(runs[0])
