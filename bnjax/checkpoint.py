@@ -22,10 +22,12 @@ Keeps the last ``keep`` checkpoints plus the best one by validation accuracy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -70,11 +72,12 @@ class Checkpoints:
             _check_writable(self.directory)
         elif not os.path.isdir(self.directory):
             raise FileNotFoundError(f"no checkpoint directory {self.directory}")
-        self._mngr = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=False, read_only=read_only,
-                                                 enable_async_checkpointing=False, multiprocessing_options=multi),
-        )
+        with _absl_errors_only(read_only):  # orbax warns that a read-only manager is read-only
+            self._mngr = ocp.CheckpointManager(
+                self.directory,
+                options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=False, read_only=read_only,
+                                                     enable_async_checkpointing=False, multiprocessing_options=multi),
+            )
 
     def steps(self) -> list[int]:
         """Steps with a saved checkpoint, ascending."""
@@ -178,6 +181,20 @@ def short_error(e: BaseException, limit: int = 300) -> str:
     if "No space left on device" in str(e) and "No space left on device" not in text[:limit]:
         return "No space left on device: " + text[:limit]
     return text if len(text) <= limit else text[:limit] + " ..."
+
+
+@contextlib.contextmanager
+def _absl_errors_only(active: bool) -> Iterator[None]:
+    """Within the block, absl logging (orbax's) shows errors only, when ``active``."""
+    from absl import logging as absl_logging
+
+    before = absl_logging.get_verbosity()
+    if active:
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(before)
 
 
 def tree_checksums(tree: Any) -> dict[str, str]:
