@@ -85,8 +85,8 @@ def scalars(record: Mapping, learning_rate: float | None = None) -> dict[str, fl
 def learning_rates(workdir: str) -> Callable[[int], float | None]:
     """``step -> rate`` of the run in ``workdir``: its schedule (from ``config.json``) at
     the step before ``step`` (the rate of the last update before an evaluation, at
-    ``lr_multiplier``; `bnjax.optim.make_schedule`), computed on the host CPU (no accelerator work); None without a
-    config."""
+    ``lr_multiplier``; `bnjax.optim.make_schedule`), computed on the host CPU (no
+    accelerator work); None without a config."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         return lambda step: None

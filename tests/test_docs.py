@@ -34,11 +34,17 @@ def test_every_linked_file_exists():
     assert not missing, missing
 
 
-def test_every_module_a_command_block_runs_exists():
-    modules = set()
+def _in_command_blocks(pattern: str) -> set[str]:
+    """Every match of ``pattern`` (its group) inside the pages' shell command blocks."""
+    found = set()
     for page in PAGES:
         for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", open(page).read(), flags=re.S):
-            modules |= set(re.findall(r"python3? -m ([\w.]+)", block))
+            found |= set(re.findall(pattern, block))
+    return found
+
+
+def test_every_module_a_command_block_runs_exists():
+    modules = _in_command_blocks(r"python3? -m ([\w.]+)")
     assert {"experiments.reproduce", "pytest"} <= modules
     missing = [m for m in sorted(modules) if importlib.util.find_spec(m) is None]
     assert not missing, missing
@@ -48,10 +54,7 @@ def test_every_tool_a_command_block_runs_is_installed():
     """``.venv/bin/TOOL`` in a command block is a console script that requirements.txt installs."""
     import sys
 
-    tools = set()
-    for page in PAGES:
-        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", open(page).read(), flags=re.S):
-            tools |= set(re.findall(r"\.venv/bin/([\w-]+)", block))
+    tools = _in_command_blocks(r"\.venv/bin/([\w-]+)")
     assert {"tensorboard", "jupyter-execute", "python"} <= tools
     bindir = os.path.dirname(sys.executable)
     assert not [t for t in sorted(tools) if t != "pip" and not os.path.exists(os.path.join(bindir, t))]
