@@ -153,7 +153,7 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     phases = Phases()
     seeds = seeds_of(arms, settings)
     pool = settings.pool or os.path.join(settings.workdir, "runs")
-    view = os.path.join(settings.workdir, "tensorboard")  # runs by arm and seed (bnjax.events)
+    view = os.path.join(settings.workdir, "tensorboard")  # runs by arm and seed (bnjax.events); as in train_share
     t0 = time.perf_counter()
     if settings.reanalyze:
         runs = pool_lib.read_runs(arms, seeds, pool, steps=settings.steps, view=view)
@@ -167,9 +167,25 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     results["train_wall_s"] = timing.get("train_wall_s", 0.0)  # this invocation's training calls
     # where this invocation's time went: the pool's and the driver's phases, the rest of
     # getting the runs (staleness checks, reading finished runs back), and the analysis
-    results["time_s"] = {**phases.seconds, "pool": max(t1 - t0 - phases.total(), 0.0),
+    wait = timing.get("wait_s", 0.0)  # for runs other processes were training (`train_share`)
+    results["time_s"] = {**phases.seconds, "wait": wait, "pool": max(t1 - t0 - phases.total() - wait, 0.0),
                          "analysis": time.perf_counter() - t1}
     return results
+
+
+def train_share(exp: Experiment, settings: Settings, phases: Phases | None = None) -> int:
+    """A worker process's share of an experiment: train its runs that no other process
+    sharing the pool has finished or holds, without waiting or analysing
+    (`bnjax.pool.train_unheld`); the process that analyses runs `run_experiment` after.
+
+    Returns:
+      How many runs this process trained.
+    """
+    arms = build_arms(exp, settings)
+    return pool_lib.train_unheld(arms, seeds_of(arms, settings), settings.pool or os.path.join(settings.workdir, "runs"),
+                                 runs=settings.runs, stale=settings.stale, progress=settings.progress,
+                                 steps=settings.steps, phases=phases,
+                                 view=os.path.join(settings.workdir, "tensorboard"))
 
 
 def write_results(results: Mapping[str, Any], workdir: str) -> str:

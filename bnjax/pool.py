@@ -181,26 +181,51 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     Raises:
       StaleRunError: with ``stale="refuse"``, before any training.
     """
-    if stale not in STALE_POLICIES:
-        raise ValueError(f"unknown stale policy {stale!r}; choose from {STALE_POLICIES}")
-    mode = resolve_runs(runs)
-    cells = _cells(arms, seeds, pool, steps, view)
     phases = phases if phases is not None else Phases()
-    with phases.of("data"):
-        datasets = _datasets(cells)
-    done, todo = _sort_out(cells, datasets, stale)
+    cells, datasets, done, queue, mode = _prepare(arms, seeds, pool, runs, stale, steps, view, phases)
     for c in cells:
         if c.rdir in done and tracker is not None:
             tracker.finished(c.rdir, _label(c), 0.0, trained=False)
-    groups: dict = {}
-    for cell in todo:  # one program per group when training together, else one per run
-        groups.setdefault(program_key(cell.cfg) if mode == "together" else cell.rdir, []).append(cell)
-    _work_through(list(groups.values()), len(cells), datasets, done, progress, mode, timing, phases, tracker)
+    _work_through(queue, len(cells), datasets, done, progress, mode, timing, phases, tracker)
     out: dict[str, list[Run]] = {}
     for c in cells:
         out.setdefault(c.arm, []).append(done[c.rdir])
     _write_views(cells, done)
     return out
+
+
+def train_unheld(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
+                 runs: str = "sequential", stale: str = "retrain", progress: bool = False, steps: int | None = None,
+                 phases: Phases | None = None, view: str | None = None) -> int:
+    """Train the runs of `run_arms` that no other process has finished or holds, and
+    never wait: a worker's share of an experiment that several processes train through
+    one pool (the pool's locks decide who trains what; whoever analyses calls `run_arms`
+    afterwards, which waits for the held runs and reads everything back).
+
+    Returns:
+      How many runs this process trained.
+    """
+    phases = phases if phases is not None else Phases()
+    cells, datasets, done, queue, mode = _prepare(arms, seeds, pool, runs, stale, steps, view, phases)
+    before = len(done)
+    _work_through(queue, len(cells), datasets, done, progress, mode, None, phases, None, wait=False)
+    return len(done) - before
+
+
+def _prepare(arms, seeds, pool: str, runs: str, stale: str, steps: int | None, view: str | None,
+             phases: Phases) -> tuple[list[_Cell], dict, dict[str, Run], list[list[_Cell]], str]:
+    """The cells, their data, the finished runs read back and the queue of groups to train."""
+    if stale not in STALE_POLICIES:
+        raise ValueError(f"unknown stale policy {stale!r}; choose from {STALE_POLICIES}")
+    mode = resolve_runs(runs)
+    cells = _cells(arms, seeds, pool, steps, view)
+    with phases.of("data"):
+        datasets = _datasets(cells)
+    done, todo = _sort_out(cells, datasets, stale)
+    groups: dict = {}
+    for cell in todo:  # one program per group when training together, else one per run
+        groups.setdefault(program_key(cell.cfg) if mode == "together" else cell.rdir, []).append(cell)
+    return cells, datasets, done, list(groups.values()), mode
 
 
 def _write_views(cells: list[_Cell], runs: Mapping[str, Run]) -> None:
@@ -212,26 +237,33 @@ def _write_views(cells: list[_Cell], runs: Mapping[str, Run]) -> None:
 
 
 def _work_through(queue: list[list[_Cell]], n: int, datasets: dict, done: dict, progress: bool, mode: str,
-                  timing: dict | None, phases: Phases, tracker: SuiteProgress | None) -> None:
+                  timing: dict | None, phases: Phases, tracker: SuiteProgress | None, *, wait: bool = True) -> None:
     """Train the queued groups into ``done``. A group another process holds is done last:
-    waited for, then read back (or trained, if its holder died before finishing)."""
+    waited for (its seconds added to ``timing["wait_s"]``), then read back (or trained,
+    if its holder died before finishing); with ``wait=False`` it is left to its holder."""
     k = len(done)
     while queue:
         group = queue.pop(0)
-        if any(runlog.is_locked(c.rdir) for c in group) and queue:
-            queue.append(group)  # train the rest first
+        held = any(runlog.is_locked(c.rdir) for c in group)
+        if held and (queue or not wait):
+            if wait:
+                queue.append(group)  # train the rest first
             continue
-        if any(runlog.is_locked(c.rdir) for c in group):
+        if held:
             print(f"waiting for {len(group)} run(s) another process is training ({group[0].rdir} ...)", flush=True)
+            t0 = time.perf_counter()
             for c in group:
                 runlog.wait_unlocked(c.rdir)
+            if timing is not None:
+                timing["wait_s"] = timing.get("wait_s", 0.0) + time.perf_counter() - t0
         if all(os.path.exists(os.path.join(c.rdir, "results.json")) for c in group):
             done.update({c.rdir: _read(c) for c in group})  # the other process finished them
             trained = False
         elif _train_group(group, datasets, done, f"[{k + 1}/{n}]", progress, mode, timing, phases):
             trained = True
         else:
-            queue.append(group)  # taken by another process meanwhile
+            if wait:
+                queue.append(group)  # taken by another process meanwhile
             continue
         for c in group if tracker is not None else ():
             s = done[c.rdir].summary
@@ -266,7 +298,17 @@ def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, pro
 def run_dirs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
              steps: int | None = None) -> list[str]:
     """The run directories of every arm and seed (runs shared by two arms once)."""
-    return sorted({c.rdir for c in _cells(arms, seeds, pool, steps)})
+    return sorted(run_labels(arms, seeds, pool, steps=steps))
+
+
+def run_labels(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
+               steps: int | None = None) -> dict[str, str]:
+    """Run directory -> ``"ARM seed S"`` for every arm and seed (a shared run under its
+    first arm)."""
+    out: dict[str, str] = {}
+    for c in _cells(arms, seeds, pool, steps):
+        out.setdefault(c.rdir, _label(c))
+    return out
 
 
 def _cells(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str,
@@ -344,7 +386,10 @@ def _sort_out(cells: list[_Cell], datasets: dict, stale: str) -> tuple[dict[str,
     if bad and stale == "refuse":
         raise StaleRunError(bad)
     for d, why in bad.items():
-        print(f"stale run {d} ({', '.join(why)}): moved to {set_aside(d)}, training it again", flush=True)
+        try:
+            print(f"stale run {d} ({', '.join(why)}): moved to {set_aside(d)}, training it again", flush=True)
+        except (runlog.RunLockedError, FileNotFoundError):
+            pass  # another process sharing the pool set it aside first, and trains it
     done, todo = {}, []
     for c in cells:
         if c.rdir in done or any(t.rdir == c.rdir for t in todo):

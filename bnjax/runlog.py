@@ -1,5 +1,5 @@
 """A run's directory describes itself: ``config.json``, ``meta.json`` (versions, git
-revision, devices, seed), ``metrics.jsonl`` (one JSON object per evaluation),
+revision, devices, CPU cores, seed), ``metrics.jsonl`` (one JSON object per evaluation),
 ``results.json`` (the final summary) and ``checkpoints/``.
 
 Files are written atomically (temporary file, then rename), so an interrupted run never
@@ -240,12 +240,21 @@ def begin_segment(workdir: str, *, from_step: int, **fields: Any) -> None:
     meta = read_json(path) if os.path.exists(path) else {}
     seg = {"from_step": from_step, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
            "git": git_revision(), "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-           **fields}
+           "cpu_cores": cpu_cores(), **fields}
     meta.setdefault("segments", []).append(seg)
     for k, v in seg.items():
         if k not in ("from_step", "started"):
             meta.setdefault(k, v)
     write_json(path, meta)
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity): the threads XLA's CPU backend
+    uses, which decide the order of its sums, so a CPU run's last bits depend on it."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS)
+        return os.cpu_count() or 1
 
 
 def update_meta(workdir: str, **fields: Any) -> None:

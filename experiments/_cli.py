@@ -115,9 +115,16 @@ def tier_of(tier: str, source: str) -> str:
 def run(exp: Experiment, settings: Settings) -> dict:
     """Run an experiment; a user error (`USER_ERRORS`: stale pool, missing data, bad
     workdir) exits 1 with one line; anything else keeps its traceback."""
+    return guarded(run_experiment, exp, settings)
+
+
+def guarded(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the entry points' error handling: a user error
+    (`USER_ERRORS`) exits 1 with one line, Ctrl-C exits 130 (`interruptible`), anything
+    else keeps its traceback."""
     try:
         with interruptible():
-            return run_experiment(exp, settings)
+            return fn(*args, **kwargs)
     except USER_ERRORS as e:
         fail(str(e))
         raise  # unreachable: fail exits

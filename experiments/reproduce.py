@@ -19,16 +19,20 @@ paper's number.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 
 from bnjax import data, report, runlog, stats, timing
-from bnjax.experiment import write_results
-from experiments import _cli, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement, tiers
+from bnjax import pool as pool_lib
+from bnjax.experiment import build_arms, seeds_of, train_share, write_results
+from bnjax.timing import Phases
+from experiments import _cli, _workers, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement, tiers
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
                                    normalization.EXPERIMENT, augmentation.EXPERIMENT, lr_sweep.EXPERIMENT,
@@ -45,24 +49,43 @@ def main(argv=None) -> None:
                                                 f"(default: {', '.join(DEFAULT)}; on 32x32 colour images "
                                                 f"the tier's: {tiers.SECTIONS})")
     p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="CPU backend: train in N processes, each pinned to its own share of the cores, while this "
+                        "one analyses (default 1: one process on every core; on 2 cores, 2 workers train about "
+                        "1.2x faster; see docs/speed.md). A run's last bits depend on its process's core count, "
+                        "recorded in its meta.json")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # K@CORES: a worker process (experiments/_workers.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     suite = None
     if args.reanalyze:  # the stored invocation decides the arms; this one only names the workdir
         suite = _stored_suite(p, args.workdir)
         args = p.parse_args([*suite["argv"], "--reanalyze", "--workdir", args.workdir])
+    sets = _pin(p, args)  # before anything starts JAX's CPU backend
     tier = _cli.tier_of(args.tier, args.data or ("digits" if args.quick else "mnist"))
     names = sections(args.only, tier)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     settings = _cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args)
+    if args.worker:
+        _cli.guarded(_worker, args.worker, names, settings)
+        return
     if suite is None:
         stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
                  "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend()}
     settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"))
-    results = _run_sections(names, settings, suite)
+    workers = _workers.Workers(_without_workers(argv), settings.workdir, sets) if sets else None
+    try:
+        results = _run_sections(names, settings, suite, workers)
+    except BaseException:
+        if workers is not None:
+            workers.close(interrupt=True)
+        raise
+    if workers is not None:
+        workers.close()
+        suite["workers"] = workers.summaries()
     if settings.tracker is not None:
         settings.tracker.close()
     counts = report.finalize(results)
@@ -77,6 +100,55 @@ def main(argv=None) -> None:
     print(f"report: {path}")
 
 
+def _pin(p: argparse.ArgumentParser, args) -> list[list[int]] | None:
+    """Pin this process to its cores: a worker's (``--worker``), or with ``--workers N``
+    the first worker's (`experiments._workers`); returns the workers' core sets (None:
+    no workers). Exits 2 on a bad ``--workers``."""
+    if args.worker:
+        _workers.pin(_workers.parse_worker(args.worker)[1])
+        return None
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
+    if args.workers == 1 or args.reanalyze:
+        return None
+    try:
+        sets = _workers.core_sets(args.workers)
+    except ValueError as e:
+        p.error(str(e))
+    _workers.pin(sets[0])
+    if _backend() != "cpu":
+        p.error(f"--workers is for the CPU backend (this one is {_backend()}); on a GPU or TPU, --runs together "
+                "trains runs in one program")
+    return sets
+
+
+def _without_workers(argv: Sequence[str]) -> list[str]:
+    """The invocation's arguments less ``--workers N`` (a worker's command line)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--workers":
+            skip = True
+        elif not a.startswith("--workers="):
+            out.append(a)
+    return out
+
+
+def _worker(spec: str, names: Sequence[str], settings) -> None:
+    """A worker process: its share of every section's training, nothing else."""
+    k = _workers.parse_worker(spec)[0]
+    pool = os.path.join(settings.workdir, "runs")
+
+    def train(name: str) -> tuple[int, dict]:
+        phases = Phases()
+        n = train_share(EXPERIMENTS[name], dataclasses.replace(
+            settings, workdir=os.path.join(settings.workdir, name), pool=pool, progress=False), phases)
+        return n, phases.seconds
+
+    _workers.run_worker(k, names, train, settings.workdir)
+
+
 def _stored_suite(p, workdir: str) -> dict:
     path = os.path.join(workdir, SUITE)
     if not os.path.exists(path):
@@ -85,17 +157,21 @@ def _stored_suite(p, workdir: str) -> dict:
     return runlog.read_json(path)
 
 
-def _run_sections(names: list[str], settings, suite: dict) -> dict:
+def _run_sections(names: list[str], settings, suite: dict, workers: _workers.Workers | None = None) -> dict:
     """Train (or re-read) and analyse each section; times each, unless re-analysing (the
-    stored invocation's times are kept)."""
+    stored invocation's times are kept). With ``workers``, they train: each section is
+    analysed once every worker is past it."""
     pool = os.path.join(settings.workdir, "runs")
     results, seconds = {}, {}
     t_all = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
+        waited = _wait_for_workers(workers, name, settings, pool) if workers is not None else 0.0
         results[name] = _cli.run(EXPERIMENTS[name], dataclasses.replace(
             settings, workdir=os.path.join(settings.workdir, name), pool=pool))
+        if not settings.reanalyze:
+            results[name]["time_s"]["wait"] = results[name]["time_s"].get("wait", 0.0) + waited
         seconds[name] = time.perf_counter() - t0
         print(f"   {seconds[name]:.0f} s", flush=True)
     if settings.reanalyze:
@@ -109,21 +185,57 @@ def _run_sections(names: list[str], settings, suite: dict) -> dict:
     return results
 
 
+def _wait_for_workers(workers: _workers.Workers, name: str, settings, pool: str) -> float:
+    """Wait until the workers are past section ``name``, counting its runs as they finish."""
+    arms = build_arms(EXPERIMENTS[name], settings)
+    labels = pool_lib.run_labels(arms, seeds_of(arms, settings), pool, steps=settings.steps)
+    tracker = settings.tracker
+
+    def finished(rdir: str, label: str, summary: dict) -> None:
+        if tracker is not None:
+            tracker.finished(rdir, label, summary.get("train_seconds", 0.0), trained=True,
+                             accuracy=summary.get("final_test_accuracy"))
+
+    return workers.wait_for(name, labels, finished)
+
+
 def _breakdown(results: dict, suite: dict) -> list[str]:
     """Where the invocation's time went, per section and in total (minutes), as a table;
     the columns add up to each section's wall time."""
-    cols = [*timing.PHASES, "pool", "analysis"]
+    waited = any(res["time_s"].get("wait", 0.0) > 0 for res in results.values())
+    cols = [*timing.PHASES, *(["wait"] if waited else []), "pool", "analysis"]
     rows, total = [], dict.fromkeys(cols, 0.0)
     for name, res in results.items():
         t = res["time_s"]
         rows.append([name] + [f"{t.get(c, 0.0) / 60:.2f}" for c in cols] + [f"{suite['seconds'][name] / 60:.2f}"])
         total = {c: total[c] + t.get(c, 0.0) for c in cols}
     rows.append(["**total**"] + [f"{total[c] / 60:.2f}" for c in cols] + [f"{suite['total_s'] / 60:.2f}"])
-    head = ["section (minutes)", "data loading, fingerprints", "setup, restore", "compilation", "training steps",
-            "evaluation", "checkpoint writes", "population stats, summaries", "pool checks, reading runs back",
-            "analysis, figures", "wall"]
+    head = ["section (minutes)", *PHASE_HEADS, *(["waiting for runs other processes train"] if waited else []),
+            "pool checks, reading runs back", "analysis, figures", "wall"]
     return ["Where this invocation's time went (XLA compilation counted apart from the phase that triggered it):",
-            "", report.table(head, rows), ""]
+            "", report.table(head, rows), "", *_workers_breakdown(suite.get("workers", []))]
+
+
+PHASE_HEADS = ("data loading, fingerprints", "setup, restore", "compilation", "training steps", "evaluation",
+               "checkpoint writes", "population stats, summaries")  # of timing.PHASES
+
+
+def _workers_breakdown(workers: list[dict]) -> list[str]:
+    """Where each worker process's time went, over all sections (minutes); "other" is
+    its pool checks and reading runs back."""
+    if not workers:
+        return []
+    rows = []
+    for w in workers:
+        secs = w["sections"].values()
+        t = {c: sum(s["time_s"].get(c, 0.0) for s in secs) for c in timing.PHASES}
+        wall = sum(s["seconds"] for s in secs)
+        rows.append([f"worker {w['worker']} (cores {','.join(map(str, w['cores']))})", str(sum(s["trained"] for s in secs))]
+                    + [f"{t[c] / 60:.2f}" for c in timing.PHASES] + [f"{(wall - sum(t.values())) / 60:.2f}",
+                                                                     f"{wall / 60:.2f}"])
+    return [f"The runs were trained by {len(workers)} worker processes (`--workers`, experiments/_workers.py), each "
+            "pinned to its cores, while this process waited and analysed; where their time went:", "",
+            report.table(["worker (minutes)", "runs trained", *PHASE_HEADS, "other", "wall"], rows), ""]
 
 
 def sections(only: str | None, tier: str) -> list[str]:
@@ -153,6 +265,26 @@ def _versions_text(metas: list[dict]) -> str:
     return "Runs made with different libraries: " + "; ".join(f"{n} runs with {k}" for k, n in sets.items()) + "."
 
 
+def _cores_text(metas: list[dict]) -> str:
+    """The CPU cores of the processes that trained the runs (XLA's CPU thread count, which
+    decides the last bits of a CPU run); empty when no run recorded them."""
+    counts: dict[int, int] = {}
+    for m in metas:
+        if m.get("backend") == "cpu" and "cpu_cores" in m:
+            counts[m["cpu_cores"]] = counts.get(m["cpu_cores"], 0) + 1
+    if not counts:
+        return ""
+    parts = [f"{c} core{'s' if c > 1 else ''} ({n} runs)" for c, n in sorted(counts.items())]
+    return " CPU cores of the process that trained each run: " + ", ".join(parts) + "."
+
+
+def _trained_text(workers: list[dict], wall_s: float) -> str:
+    if not workers:
+        return f"this invocation spent {wall_s / 60:.2f} min (wall) training"
+    n = sum(s["trained"] for w in workers for s in w["sections"].values())
+    return f"{len(workers)} worker processes trained {n} of them, this process {wall_s / 60:.2f} min (wall)"
+
+
 def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     """The report's header, from the stored invocation (``suite``) and the run records."""
     run_dirs = sorted({d for r in results.values() for d in r["run_dirs"]})
@@ -179,9 +311,10 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
            if settings.tier else ""),
         f"Time: this invocation {suite['total_s'] / 60:.1f} min ({', '.join(f'{k} {seconds[k]:.0f} s' for k in results)}); "
         f"{len(run_dirs)} runs, whose recorded training times (including evaluations; a group's time shared among "
-        f"its runs) add up to {train_s / 60:.2f} min; this invocation spent {wall_s / 60:.2f} min (wall) training "
-        "(runs finished by an earlier invocation are read back, not retrained).",
-        _versions_text(metas), "",
+        f"its runs) add up to {train_s / 60:.2f} min; "
+        + _trained_text(suite.get("workers", []), wall_s) + " (runs finished by an earlier invocation are read back, "
+        "not retrained).",
+        _versions_text(metas) + _cores_text(metas), "",
         *_breakdown(results, suite),
         f"How to read it: {stats.RULES}", "",
         report.multiplicity_text(counts), "",
