@@ -207,9 +207,7 @@ def train_unheld(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping
     """
     phases = phases if phases is not None else Phases()
     cells, datasets, done, queue, mode = _prepare(arms, seeds, pool, runs, stale, steps, view, phases)
-    before = len(done)
-    _work_through(queue, len(cells), datasets, done, progress, mode, None, phases, None, wait=False)
-    return len(done) - before
+    return _work_through(queue, len(cells), datasets, done, progress, mode, None, phases, None, wait=False)
 
 
 def _prepare(arms, seeds, pool: str, runs: str, stale: str, steps: int | None, view: str | None,
@@ -237,11 +235,13 @@ def _write_views(cells: list[_Cell], runs: Mapping[str, Run]) -> None:
 
 
 def _work_through(queue: list[list[_Cell]], n: int, datasets: dict, done: dict, progress: bool, mode: str,
-                  timing: dict | None, phases: Phases, tracker: SuiteProgress | None, *, wait: bool = True) -> None:
-    """Train the queued groups into ``done``. A group another process holds is done last:
-    waited for (its seconds added to ``timing["wait_s"]``), then read back (or trained,
-    if its holder died before finishing); with ``wait=False`` it is left to its holder."""
-    k = len(done)
+                  timing: dict | None, phases: Phases, tracker: SuiteProgress | None, *, wait: bool = True) -> int:
+    """Train the queued groups into ``done``; returns how many runs this process trained
+    (the others were finished by another process meanwhile, and read back). A group
+    another process holds is done last: waited for (its seconds added to
+    ``timing["wait_s"]``), then read back (or trained, if its holder died before
+    finishing); with ``wait=False`` it is left to its holder."""
+    k, n_trained = len(done), 0
     while queue:
         group = queue.pop(0)
         held = any(runlog.is_locked(c.rdir) for c in group)
@@ -260,7 +260,7 @@ def _work_through(queue: list[list[_Cell]], n: int, datasets: dict, done: dict, 
             done.update({c.rdir: _read(c) for c in group})  # the other process finished them
             trained = False
         elif _train_group(group, datasets, done, f"[{k + 1}/{n}]", progress, mode, timing, phases):
-            trained = True
+            trained, n_trained = True, n_trained + len(group)
         else:
             if wait:
                 queue.append(group)  # taken by another process meanwhile
@@ -270,6 +270,7 @@ def _work_through(queue: list[list[_Cell]], n: int, datasets: dict, done: dict, 
             tracker.finished(c.rdir, _label(c), s.get("train_seconds", 0.0), trained=trained,
                              accuracy=s.get("final_test_accuracy"))
         k += len(group)
+    return n_trained
 
 
 def _train_group(group: list[_Cell], datasets: dict, done: dict, count: str, progress: bool, mode: str,

@@ -17,20 +17,22 @@ class SuiteProgress:
     Args:
       total: the invocation's distinct runs.
       bar: show a bar (else print one line per finished run).
+      parallel: how many processes train at once (``reproduce --workers``): the ETA
+        divides by it.
     """
 
-    def __init__(self, total: int, *, bar: bool = True):
-        self.total, self.done, self.trained_s, self.trained = total, 0, 0.0, 0
+    def __init__(self, total: int, *, bar: bool = True, parallel: int = 1):
+        self.total, self.done, self.trained_s, self.trained, self.parallel = total, 0, 0.0, 0, parallel
         self.seen: set[str] = set()  # a run shared by two experiments counts once
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=total, desc="all runs", unit="run", position=0, dynamic_ncols=True) if bar else None
 
     def eta_s(self) -> float:
-        """Seconds left: the mean time of the runs trained so far times the runs left
-        (NaN before the first run is trained)."""
+        """Seconds left: the mean time of the runs trained so far times the runs left,
+        over the processes training at once (NaN before the first run is trained)."""
         if not self.trained:
             return math.nan
-        return self.trained_s / self.trained * (self.total - self.done)
+        return self.trained_s / self.trained * (self.total - self.done) / self.parallel
 
     def finished(self, key: str, label: str, seconds: float, *, trained: bool, accuracy: float | None = None) -> None:
         """Record one finished run (``key``: its run directory, counted once; ``seconds``:

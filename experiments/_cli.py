@@ -130,13 +130,14 @@ def guarded(fn, *args, **kwargs):
         raise  # unreachable: fail exits
 
 
-def with_progress(settings: Settings, exps: Sequence[Experiment], pool: str) -> Settings:
+def with_progress(settings: Settings, exps: Sequence[Experiment], pool: str, *, parallel: int = 1) -> Settings:
     """``settings`` with one `bnjax.progress.SuiteProgress` over the distinct runs of
-    ``exps`` in ``pool`` (none when re-analysing: nothing trains)."""
+    ``exps`` in ``pool`` (none when re-analysing: nothing trains); ``parallel``: the
+    processes that train at once."""
     if settings.reanalyze:
         return settings
     total = len(run_dirs_of(exps, settings, pool))
-    return dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress))
+    return dataclasses.replace(settings, tracker=SuiteProgress(total, bar=settings.progress, parallel=parallel))
 
 
 def experiment_main(exp: Experiment, argv: Sequence[str] | None = None) -> dict:

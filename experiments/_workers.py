@@ -105,10 +105,13 @@ class Workers:
                  finished: Callable[[str, str, dict], None] | None = None) -> float:
         """Block until every worker has finished its share of ``section`` (or exited),
         telling ``finished(run_dir, label, summary)`` of each run of ``pending`` (run
-        directory -> label) as it finishes. Returns the seconds waited."""
+        directory -> label) as a worker finishes it (a summary already there, finished
+        before or stale, is not counted: the reading back after tells of it). Returns
+        the seconds waited."""
         t0, left = time.perf_counter(), dict(pending or {})
+        before = {d: _stamp(d) for d in left}
         while True:
-            for d in [d for d in left if os.path.exists(os.path.join(d, "results.json"))]:
+            for d in [d for d in left if _stamp(d) not in (None, before[d])]:
                 if finished is not None:
                     finished(d, left[d], runlog.read_json(os.path.join(d, "results.json")))
                 del left[d]
@@ -145,6 +148,15 @@ class Workers:
         """Each worker's status: its cores and, per section, the runs it trained and
         where its time went."""
         return [{"worker": k, "cores": self.sets[k], **self.status(k)} for k in range(len(self.procs))]
+
+
+def _stamp(rdir: str) -> tuple[int, int] | None:
+    """Which ``results.json`` a run directory holds now (inode, mtime; None: none)."""
+    try:
+        st = os.stat(os.path.join(rdir, "results.json"))
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def run_worker(k: int, names: Sequence[str], train: Callable[[str], tuple[int, dict]], workdir: str) -> None:

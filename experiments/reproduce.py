@@ -75,7 +75,8 @@ def main(argv=None) -> None:
         stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
                  "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend()}
-    settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"))
+    settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"),
+                                  parallel=len(sets) if sets else 1)
     workers = _workers.Workers(_without_workers(argv), settings.workdir, sets) if sets else None
     try:
         results = _run_sections(names, settings, suite, workers)
@@ -282,7 +283,8 @@ def _trained_text(workers: list[dict], wall_s: float) -> str:
     if not workers:
         return f"this invocation spent {wall_s / 60:.2f} min (wall) training"
     n = sum(s["trained"] for w in workers for s in w["sections"].values())
-    return f"{len(workers)} worker processes trained {n} of them, this process {wall_s / 60:.2f} min (wall)"
+    text = f"{len(workers)} worker processes (one per core set) trained {n} of them"
+    return text + (f" and this process trained for {wall_s / 60:.2f} min (wall)" if wall_s > 0 else "")
 
 
 def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:

@@ -1,0 +1,103 @@
+"""One process on every core against worker processes pinned to one core each: the same
+runs, side by side in interleaved rounds (the measurement behind ``reproduce --workers``).
+
+    python -m experiments.bench.workers --data npz:../shared/data/mnist.npz   # 4 BN ConvNet runs, 1,000 steps
+    python -m experiments.bench.workers --data digits --steps 50 --runs 2     # a smoke run
+
+Each round trains ``--runs`` runs (seeds 0, 1, ...) of the suite's BN ConvNet, evaluated
+every 100 steps as its arms are, twice: in one process on every core, one run after
+another; and split between one process per core, each pinned to its core, training at
+once (`experiments._workers`). Every process compiles with a warm-up run, says it is
+ready, and starts when told, so the time is from the common start to the last process's
+end. Prints the raw seconds per round and the throughput ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+
+from experiments import _workers
+
+
+def config(source: str, steps: int):
+    from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+
+    return TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="batch"),
+                       optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9),
+                       data=DataConfig(source=source, batch_size=60), steps=steps, eval_every=min(100, steps))
+
+
+def child(source: str, steps: int, seeds: list[int]) -> None:
+    """Warm up, print ``ready``, wait for a line on stdin, train ``seeds``, print ``done``."""
+    from bnjax import data as data_lib
+    from bnjax.loop import fit, load_dataset
+
+    cfg = config(source, steps)
+    ds = load_dataset(cfg)
+    dev = data_lib.to_device(ds)
+    fit(dataclasses.replace(cfg, seed=10_000), dataset=ds, device_data=dev, progress=False)  # compile
+    print("ready", flush=True)
+    sys.stdin.readline()
+    for s in seeds:
+        fit(dataclasses.replace(cfg, seed=s), dataset=ds, device_data=dev, progress=False)
+    print("done", flush=True)
+
+
+def timed(source: str, steps: int, shares: list[tuple[list[int] | None, list[int]]]) -> float:
+    """Seconds from the common start to the last process's end; ``shares``: (cores to pin
+    to or None, seeds) per process."""
+    procs = []
+    for cores, seeds in shares:
+        cmd = [sys.executable, "-m", "experiments.bench.workers", "--data", source, "--steps", str(steps),
+               "--child", ",".join(map(str, seeds))] + (["--pin", ",".join(map(str, cores))] if cores else [])
+        procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"a benchmark process failed: {' '.join(p.args)}")
+    t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        if p.stdout.readline().strip() != "done" or p.wait() != 0:
+            raise RuntimeError(f"a benchmark process failed: {' '.join(p.args)}")
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="digits")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--runs", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--pin", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child is not None:
+        if args.pin:
+            _workers.pin([int(c) for c in args.pin.split(",")])
+        return child(args.data, args.steps, [int(s) for s in args.child.split(",")])
+    if min(args.steps, args.runs, args.rounds) < 1:
+        p.error("--steps, --runs and --rounds must be >= 1")
+    sets = _workers.core_sets(len(os.sched_getaffinity(0)))
+    seeds = list(range(args.runs))
+    arms = {"one process, all cores": [(None, seeds)],
+            f"{len(sets)} processes, one core each": [(c, seeds[k::len(sets)]) for k, c in enumerate(sets)]}
+    times: dict[str, list[float]] = {k: [] for k in arms}
+    for r in range(args.rounds):
+        for name, shares in arms.items():
+            times[name].append(timed(args.data, args.steps, [s for s in shares if s[1]]))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    one, split = (sum(v) for v in times.values())
+    print(f"{args.runs} runs x {args.steps} steps: one process {one / args.rounds:.2f} s, split "
+          f"{split / args.rounds:.2f} s per round; throughput {one / split:.3f}x with one process per core")
+    return times
+
+
+if __name__ == "__main__":
+    main()
