@@ -182,7 +182,8 @@ def train_share(exp: Experiment, settings: Settings, phases: Phases | None = Non
       How many runs this process trained.
     """
     arms = build_arms(exp, settings)
-    return pool_lib.train_unheld(arms, seeds_of(arms, settings), settings.pool or os.path.join(settings.workdir, "runs"),
+    pool = settings.pool or os.path.join(settings.workdir, "runs")
+    return pool_lib.train_unheld(arms, seeds_of(arms, settings), pool,
                                  runs=settings.runs, stale=settings.stale, progress=settings.progress,
                                  steps=settings.steps, phases=phases,
                                  view=os.path.join(settings.workdir, "tensorboard"))

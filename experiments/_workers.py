@@ -93,7 +93,7 @@ class Workers:
         for k, cores in enumerate(self.sets):
             with open(log_path(workdir, k), "w") as log:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "experiments.reproduce", *argv, "--quiet",
+                    [sys.executable, "-m", "experiments.reproduce", *argv, *([] if "--quiet" in argv else ["--quiet"]),
                      "--worker", f"{k}@{','.join(map(str, cores))}"], stdout=log, stderr=subprocess.STDOUT))
         self._warned: set[int] = set()
 

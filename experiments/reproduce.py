@@ -32,7 +32,8 @@ from bnjax import data, report, runlog, stats, timing
 from bnjax import pool as pool_lib
 from bnjax.experiment import build_arms, seeds_of, train_share, write_results
 from bnjax.timing import Phases
-from experiments import _cli, _workers, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization, placement, tiers
+from experiments import (_cli, _workers, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization,
+                         placement, tiers)
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
                                    normalization.EXPERIMENT, augmentation.EXPERIMENT, lr_sweep.EXPERIMENT,
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
                         "one analyses (default 1: one process on every core; on 2 cores, 2 workers train about "
                         "1.2x faster; see docs/speed.md). A run's last bits depend on its process's core count, "
                         "recorded in its meta.json")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # K@CORES: a worker process (experiments/_workers.py)
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # K@CORES: a worker (experiments/_workers.py)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     suite = None
@@ -231,9 +232,9 @@ def _workers_breakdown(workers: list[dict]) -> list[str]:
         secs = w["sections"].values()
         t = {c: sum(s["time_s"].get(c, 0.0) for s in secs) for c in timing.PHASES}
         wall = sum(s["seconds"] for s in secs)
-        rows.append([f"worker {w['worker']} (cores {','.join(map(str, w['cores']))})", str(sum(s["trained"] for s in secs))]
-                    + [f"{t[c] / 60:.2f}" for c in timing.PHASES] + [f"{(wall - sum(t.values())) / 60:.2f}",
-                                                                     f"{wall / 60:.2f}"])
+        name = f"worker {w['worker']} (cores {','.join(map(str, w['cores']))})"
+        rows.append([name, str(sum(s["trained"] for s in secs))] + [f"{t[c] / 60:.2f}" for c in timing.PHASES]
+                    + [f"{(wall - sum(t.values())) / 60:.2f}", f"{wall / 60:.2f}"])
     return [f"The runs were trained by {len(workers)} worker processes (`--workers`, experiments/_workers.py), each "
             "pinned to its cores, while this process waited and analysed; where their time went:", "",
             report.table(["worker (minutes)", "runs trained", *PHASE_HEADS, "other", "wall"], rows), ""]

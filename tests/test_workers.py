@@ -76,6 +76,12 @@ def test_reproduce_with_two_workers_trains_each_run_once_on_one_core(tmp_path):
     report = open(os.path.join(wd, "report.md")).read()
     assert "1 core (4 runs)" in report and "--workers 2" in report and "| worker 1 (cores " in report
     assert "waiting for runs other processes train" in report
+    suite = json.load(open(os.path.join(wd, "suite.json")))  # the breakdown adds up to the section's wall time
+    wall, parts = suite["seconds"]["depth"], sum(suite["time_s"]["depth"].values())
+    assert abs(parts - wall) <= 0.5 + 0.02 * wall and suite["time_s"]["depth"]["wait"] > 0.5 * wall
+    for w in suite["workers"]:  # a worker's "other" column is the rest of its wall time, never negative
+        sec = w["sections"]["depth"]
+        assert 0 <= sec["seconds"] - sum(sec["time_s"].values()) <= 0.5 + 0.05 * sec["seconds"]
     # the analysing process counted each run once, as the workers finished them
     assert proc.stdout.count(": trained in ") == 4 and "[4/4]" in proc.stdout
     redo = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--reanalyze", "--workdir", wd], cwd=ROOT,

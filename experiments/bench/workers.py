@@ -2,10 +2,12 @@
 runs, side by side in interleaved rounds (the measurement behind ``reproduce --workers``).
 
     python -m experiments.bench.workers --data npz:../shared/data/mnist.npz   # 4 BN ConvNet runs, 1,000 steps
+    python -m experiments.bench.workers --arch mlp --runs 8 --data npz:../shared/data/mnist.npz   # BN-paper MLP
     python -m experiments.bench.workers --data digits --steps 50 --runs 2     # a smoke run
 
-Each round trains ``--runs`` runs (seeds 0, 1, ...) of the suite's BN ConvNet, evaluated
-every 100 steps as its arms are, twice: in one process on every core, one run after
+Each round trains ``--runs`` runs (seeds 0, 1, ...) of the suite's BN ConvNet or the BN
+paper's sigmoid MLP with BN (``--arch``), evaluated every 100 steps as the suite's arms
+are, twice: in one process on every core, one run after
 another; and split between one process per core, each pinned to its core, training at
 once (`experiments._workers`). Every process compiles with a warm-up run, says it is
 ready, and starts when told, so the time is from the common start to the last process's
@@ -24,20 +26,30 @@ import time
 from experiments import _workers
 
 
-def config(source: str, steps: int):
+ARCHS = ("convnet", "mlp")
+
+
+def config(arch: str, source: str, steps: int):
+    """The suite's BN ConvNet (ReLU, momentum 0.01) or the BN paper's sigmoid MLP with BN
+    (784-100-100-100-10, SGD 0.1), batch 60, evaluated every 100 steps."""
     from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 
-    return TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="batch"),
-                       optim=OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9),
-                       data=DataConfig(source=source, batch_size=60), steps=steps, eval_every=min(100, steps))
+    if arch == "mlp":
+        model = ModelConfig(arch="mlp", hidden=(100, 100, 100), activation="sigmoid", norm="batch")
+        optim = OptimConfig(name="sgd", learning_rate=0.1)
+    else:
+        model = ModelConfig(arch="convnet", activation="relu", norm="batch")
+        optim = OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9)
+    return TrainConfig(model=model, optim=optim, data=DataConfig(source=source, batch_size=60), steps=steps,
+                       eval_every=min(100, steps))
 
 
-def child(source: str, steps: int, seeds: list[int]) -> None:
+def child(arch: str, source: str, steps: int, seeds: list[int]) -> None:
     """Warm up, print ``ready``, wait for a line on stdin, train ``seeds``, print ``done``."""
     from bnjax import data as data_lib
     from bnjax.loop import fit, load_dataset
 
-    cfg = config(source, steps)
+    cfg = config(arch, source, steps)
     ds = load_dataset(cfg)
     dev = data_lib.to_device(ds)
     fit(dataclasses.replace(cfg, seed=10_000), dataset=ds, device_data=dev, progress=False)  # compile
@@ -48,13 +60,14 @@ def child(source: str, steps: int, seeds: list[int]) -> None:
     print("done", flush=True)
 
 
-def timed(source: str, steps: int, shares: list[tuple[list[int] | None, list[int]]]) -> float:
+def timed(arch: str, source: str, steps: int, shares: list[tuple[list[int] | None, list[int]]]) -> float:
     """Seconds from the common start to the last process's end; ``shares``: (cores to pin
     to or None, seeds) per process."""
     procs = []
     for cores, seeds in shares:
-        cmd = [sys.executable, "-m", "experiments.bench.workers", "--data", source, "--steps", str(steps),
-               "--child", ",".join(map(str, seeds))] + (["--pin", ",".join(map(str, cores))] if cores else [])
+        cmd = [sys.executable, "-m", "experiments.bench.workers", "--arch", arch, "--data", source,
+               "--steps", str(steps), "--child", ",".join(map(str, seeds))]
+        cmd += ["--pin", ",".join(map(str, cores))] if cores else []
         procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
     for p in procs:
         if p.stdout.readline().strip() != "ready":
@@ -71,6 +84,7 @@ def timed(source: str, steps: int, shares: list[tuple[list[int] | None, list[int
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=ARCHS, default="convnet")
     p.add_argument("--data", default="digits")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--runs", type=int, default=4)
@@ -81,7 +95,7 @@ def main(argv=None) -> dict:
     if args.child is not None:
         if args.pin:
             _workers.pin([int(c) for c in args.pin.split(",")])
-        return child(args.data, args.steps, [int(s) for s in args.child.split(",")])
+        return child(args.arch, args.data, args.steps, [int(s) for s in args.child.split(",")])
     if min(args.steps, args.runs, args.rounds) < 1:
         p.error("--steps, --runs and --rounds must be >= 1")
     sets = _workers.core_sets(len(os.sched_getaffinity(0)))
@@ -91,10 +105,10 @@ def main(argv=None) -> dict:
     times: dict[str, list[float]] = {k: [] for k in arms}
     for r in range(args.rounds):
         for name, shares in arms.items():
-            times[name].append(timed(args.data, args.steps, [s for s in shares if s[1]]))
+            times[name].append(timed(args.arch, args.data, args.steps, [s for s in shares if s[1]]))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     one, split = (sum(v) for v in times.values())
-    print(f"{args.runs} runs x {args.steps} steps: one process {one / args.rounds:.2f} s, split "
+    print(f"{args.arch}, {args.runs} runs x {args.steps} steps: one process {one / args.rounds:.2f} s, split "
           f"{split / args.rounds:.2f} s per round; throughput {one / split:.3f}x with one process per core")
     return times
 
