@@ -35,22 +35,33 @@ DIR = "workers"
 POLL_S = 0.5
 
 
+def cores() -> list[int]:
+    """The cores this process may run on.
+
+    Raises:
+      ValueError: the platform has no CPU affinity (macOS): workers cannot be pinned.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        raise ValueError("--workers needs CPU affinity (os.sched_setaffinity, Linux), which this platform lacks")
+    return sorted(os.sched_getaffinity(0))
+
+
 def core_sets(n: int) -> list[list[int]]:
     """The cores of ``n`` workers: this process's cores split into ``n`` disjoint sets of
     (nearly) equal size, in order.
 
     Raises:
-      ValueError: ``n`` < 1, or more workers than cores.
+      ValueError: ``n`` < 1, more workers than cores, or no CPU affinity here.
     """
-    cores = sorted(os.sched_getaffinity(0))
+    cores_ = cores()
     if n < 1:
         raise ValueError(f"--workers must be >= 1, got {n}")
-    if n > len(cores):
-        raise ValueError(f"--workers {n}: this process may run on {len(cores)} core(s) ({cores}); "
+    if n > len(cores_):
+        raise ValueError(f"--workers {n}: this process may run on {len(cores_)} core(s) ({cores_}); "
                          "a worker needs a core of its own")
-    size, extra = divmod(len(cores), n)
+    size, extra = divmod(len(cores_), n)
     starts = [k * size + min(k, extra) for k in range(n + 1)]
-    return [cores[starts[k]:starts[k + 1]] for k in range(n)]
+    return [cores_[starts[k]:starts[k + 1]] for k in range(n)]
 
 
 def pin(cores: Sequence[int]) -> None:
@@ -162,7 +173,7 @@ def _stamp(rdir: str) -> tuple[int, int] | None:
 def run_worker(k: int, names: Sequence[str], train: Callable[[str], tuple[int, dict]], workdir: str) -> None:
     """A worker's whole life: for each section, ``train(name) -> (runs trained, seconds
     per phase)``, then its status written (the invoking process waits on it)."""
-    status = {"pid": os.getpid(), "cores": sorted(os.sched_getaffinity(0)), "sections": {}}
+    status = {"pid": os.getpid(), "cores": cores(), "sections": {}}
     for name in names:
         t0 = time.perf_counter()
         n, seconds = train(name)

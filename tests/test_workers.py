@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_core_sets_split_the_cores_disjointly(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {4, 0, 1, 2, 3}, raising=False)
     assert _workers.core_sets(2) == [[0, 1, 2], [3, 4]]
     assert _workers.core_sets(5) == [[0], [1], [2], [3], [4]]
     assert _workers.core_sets(1) == [[0, 1, 2, 3, 4]]
@@ -60,7 +60,8 @@ def test_a_worker_leaves_held_runs_and_the_analyser_collects_them(tmp_path):
     assert stamps == {s: os.path.getmtime(os.path.join(runs[s].workdir, "results.json")) for s in (0, 2)}
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="two workers need two cores")
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="two workers need two cores and CPU affinity (Linux)")
 def test_reproduce_with_two_workers_trains_each_run_once_on_one_core(tmp_path):
     wd = str(tmp_path / "rep")
     cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--only", "depth", "--seeds", "1", "--steps",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -30,18 +29,13 @@ ARCHS = ("convnet", "mlp")
 
 
 def config(arch: str, source: str, steps: int):
-    """The suite's BN ConvNet (ReLU, momentum 0.01) or the BN paper's sigmoid MLP with BN
-    (784-100-100-100-10, SGD 0.1), batch 60, evaluated every 100 steps."""
-    from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+    """The BN ConvNet or the BN paper's sigmoid MLP with BN of `experiments.bench.seeds`,
+    batch 60, evaluated every 100 steps as the suite's arms are."""
+    from experiments.bench import seeds
 
-    if arch == "mlp":
-        model = ModelConfig(arch="mlp", hidden=(100, 100, 100), activation="sigmoid", norm="batch")
-        optim = OptimConfig(name="sgd", learning_rate=0.1)
-    else:
-        model = ModelConfig(arch="convnet", activation="relu", norm="batch")
-        optim = OptimConfig(name="momentum", learning_rate=0.01, momentum=0.9)
-    return TrainConfig(model=model, optim=optim, data=DataConfig(source=source, batch_size=60), steps=steps,
-                       eval_every=min(100, steps))
+    cfg = {"convnet": seeds.CNN, "mlp": seeds.MLP}[arch]
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=source), steps=steps,
+                               eval_every=min(100, steps))
 
 
 def child(arch: str, source: str, steps: int, seeds: list[int]) -> None:
@@ -98,7 +92,10 @@ def main(argv=None) -> dict:
         return child(args.arch, args.data, args.steps, [int(s) for s in args.child.split(",")])
     if min(args.steps, args.runs, args.rounds) < 1:
         p.error("--steps, --runs and --rounds must be >= 1")
-    sets = _workers.core_sets(len(os.sched_getaffinity(0)))
+    try:
+        sets = _workers.core_sets(len(_workers.cores()))
+    except ValueError as e:
+        p.error(str(e))
     seeds = list(range(args.runs))
     arms = {"one process, all cores": [(None, seeds)],
             f"{len(sets)} processes, one core each": [(c, seeds[k::len(sets)]) for k, c in enumerate(sets)]}
