@@ -170,6 +170,7 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     wait = timing.get("wait_s", 0.0)  # for runs other processes were training (`train_share`)
     results["time_s"] = {**phases.seconds, "wait": wait, "pool": max(t1 - t0 - phases.total() - wait, 0.0),
                          "analysis": time.perf_counter() - t1}
+    results["programs"] = dict(phases.programs)  # XLA programs compiled / loaded from the persistent cache
     return results
 
 

@@ -142,7 +142,7 @@ def versions() -> dict[str, str]:
 NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
                   "models", "norm", "optim", "parallel", "prng", "programs", "record", "renorm", "train")
 OTHER_MODULES = ("__init__", "analysis", "events", "experiment", "plots", "pool", "progress", "report", "runlog",
-                 "stats", "timing", "verdicts")
+                 "stats", "timing", "verdicts", "xla_cache")  # a cached program computes what a fresh compile does
 
 
 @functools.lru_cache(maxsize=1)

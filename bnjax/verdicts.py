@@ -132,12 +132,13 @@ def _json_number(v: Any) -> Any:
 
 
 def _outcome(low: float, high: float, *, margin: float, higher: bool) -> str:
-    """Supported when [low, high] lies beyond ``margin`` in the claimed direction,
-    Contradicted when wholly on the other side, else Inconclusive."""
+    """Supported when [low, high] lies beyond the bar in the claimed direction (above
+    ``+margin`` when ``higher``, below ``-margin`` otherwise), Contradicted when wholly on
+    the other side, else Inconclusive (an interval that touches the bar included)."""
     sign = 1.0 if higher else -1.0
     if math.isnan(low) or math.isnan(high):
         return "Inconclusive"
-    lo, hi = sorted((sign * (low - margin), sign * (high - margin)))
+    lo, hi = sorted((sign * low - margin, sign * high - margin))  # the claim, turned to "above margin"
     return "Supported" if lo > 0 else "Contradicted" if hi < 0 else "Inconclusive"
 
 

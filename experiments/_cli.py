@@ -17,7 +17,7 @@ from typing import Any
 from bnjax import config as config_lib
 from bnjax import data as data_lib
 from bnjax import pool as pool_lib
-from bnjax import report, runlog, stats
+from bnjax import report, runlog, stats, xla_cache
 from bnjax.checkpoint import CheckpointError
 from bnjax.config import ConfigError, TrainConfig
 from bnjax.experiment import Experiment, Settings, build_arms, run_dirs_of, run_experiment, write_results
@@ -51,12 +51,52 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def parser(doc: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """The parser every entry point starts from: no prefix matching of flags (``--seed``
+    must not mean ``--seeds``) and the XLA cache flags (`add_cache_flags`)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False, **kwargs)
+    add_cache_flags(p)
+    return p
+
+
+def add_cache_flags(p: argparse.ArgumentParser) -> None:
+    """``--xla-cache DIR`` and ``--no-xla-cache`` (`bnjax.xla_cache`)."""
+    g = p.add_argument_group("XLA compilation cache", "compiled programs are kept on disk and loaded by later "
+                             "processes instead of compiled again (bitwise the same numbers)")
+    g.add_argument("--xla-cache", default=None, metavar="DIR",
+                   help=f"the cache directory (default: ${xla_cache.ENV}, else $XDG_CACHE_HOME/bnjax/xla, else "
+                        "~/.cache/bnjax/xla)")
+    g.add_argument("--no-xla-cache", action="store_true", help="compile everything in this process, keep nothing")
+
+
+def cache_dir(args: argparse.Namespace) -> str | None:
+    """The XLA cache directory the flags and the environment ask for (None: off)."""
+    return None if args.no_xla_cache else xla_cache.resolve(args.xla_cache, os.environ)
+
+
+def enable_cache(p: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """Turn on the XLA cache that ``args`` ask for; a bad choice exits 2 naming it."""
+    if args.no_xla_cache and args.xla_cache is not None:
+        p.error("--xla-cache and --no-xla-cache: give one of them")
+    try:
+        return xla_cache.enable(cache_dir(args))
+    except (OSError, ValueError) as e:
+        p.error(f"--xla-cache: {e}")
+
+
+def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse an entry point's flags and turn on the XLA cache they ask for."""
+    args = p.parse_args(argv)
+    enable_cache(p, args)
+    return args
+
+
 def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> argparse.ArgumentParser:
     """The flags of an experiment script (``options``: its own flags and their defaults)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quick] [--seeds N] "
-                                      "[--steps N] [--runs MODE] [--stale POLICY] [--quiet] "
-                                      "[--SECTION.FIELD VALUE ...]")
+    p = parser(doc, usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quick] [--seeds N] "
+                          "[--steps N] [--runs MODE] [--stale POLICY] [--quiet] [--xla-cache DIR] "
+                          "[--SECTION.FIELD VALUE ...]")
     p.add_argument("--workdir", default=workdir, help=f"output directory (default: {workdir})")
     p.add_argument("--data", default=None, help=f"{DATA_HELP} (default: mnist; digits with --quick)")
     p.add_argument("--quick", action="store_true", help="short schedules (offline digits unless --data)")
@@ -87,6 +127,7 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
     """Parse experiment flags; a bad value exits 2 naming the flag or field, before any
     compute (the overrides are applied to every arm of every experiment in ``exps``)."""
     args = args if args is not None else p.parse_args(argv)
+    enable_cache(p, args)
     cfg_overrides = overrides(args)
     data = cfg_overrides.pop("data.source", None) or ("digits" if args.quick else "mnist")
     try:

@@ -170,13 +170,15 @@ def _stamp(rdir: str) -> tuple[int, int] | None:
     return st.st_ino, st.st_mtime_ns
 
 
-def run_worker(k: int, names: Sequence[str], train: Callable[[str], tuple[int, dict]], workdir: str) -> None:
+def run_worker(k: int, names: Sequence[str], train: Callable[[str], tuple[int, dict, dict]], workdir: str) -> None:
     """A worker's whole life: for each section, ``train(name) -> (runs trained, seconds
-    per phase)``, then its status written (the invoking process waits on it)."""
+    per phase, XLA programs compiled / loaded)``, then its status written (the invoking
+    process waits on it)."""
     status = {"pid": os.getpid(), "cores": cores(), "sections": {}}
     for name in names:
         t0 = time.perf_counter()
-        n, seconds = train(name)
-        status["sections"][name] = {"trained": n, "seconds": time.perf_counter() - t0, "time_s": seconds}
+        n, seconds, programs = train(name)
+        status["sections"][name] = {"trained": n, "seconds": time.perf_counter() - t0, "time_s": seconds,
+                                    "programs": programs}
         runlog.write_json(status_path(workdir, k), status)
         print(f"worker {k}: {name}: trained {n} run(s) in {status['sections'][name]['seconds']:.0f} s", flush=True)

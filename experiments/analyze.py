@@ -9,11 +9,11 @@ Each argument is a run directory (or an experiment directory: every run below it
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 
 from bnjax import analysis, plots, runlog, stats
+from experiments import _cli
 from experiments.bench._timing import table
 
 
@@ -33,13 +33,13 @@ def find_runs(paths: list[str]) -> list[str]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("runs", nargs="+", help="run or experiment directories")
     p.add_argument("--out", default=None, help="PNG of the curves (default: no figure)")
     p.add_argument("--evaluate", action="store_true", help="reload each checkpoint and evaluate it on the test set")
     p.add_argument("--population-batches", type=int, default=0,
                    help="with --evaluate: also evaluate with Algorithm 2 statistics over this many batches")
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     try:
         dirs = find_runs(args.runs)
     except FileNotFoundError as e:

@@ -6,23 +6,23 @@ vertical flip / rotation, computed with bnjax.augment on the device.
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import jax
 import jax.numpy as jnp
 
 from bnjax import augment, data, plots
+from experiments import _cli
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--data", default="digits", help="data source (default: digits)")
     p.add_argument("--out", default="runs/augment_grid.png", help="PNG to write")
     p.add_argument("--n", type=int, default=10, help="images per row, one per class (default: 10)")
     p.add_argument("--degrees", type=float, default=30.0, help="rotation range +-DEG (default: 30)")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     if args.n < 1:
         p.error("--n must be >= 1")
     try:

@@ -75,7 +75,8 @@ def main(argv=None) -> None:
     if suite is None:
         stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
-                 "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend()}
+                 "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend(),
+                 "xla_cache": _cli.cache_dir(args) or "off"}
     settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"),
                                   parallel=len(sets) if sets else 1)
     workers = _workers.Workers(_without_workers(argv), settings.workdir, sets) if sets else None
@@ -142,11 +143,11 @@ def _worker(spec: str, names: Sequence[str], settings) -> None:
     k = _workers.parse_worker(spec)[0]
     pool = os.path.join(settings.workdir, "runs")
 
-    def train(name: str) -> tuple[int, dict]:
+    def train(name: str) -> tuple[int, dict, dict]:
         phases = Phases()
         n = train_share(EXPERIMENTS[name], dataclasses.replace(
             settings, workdir=os.path.join(settings.workdir, name), pool=pool, progress=False), phases)
-        return n, phases.seconds
+        return n, phases.seconds, phases.programs
 
     _workers.run_worker(k, names, train, settings.workdir)
 
@@ -180,10 +181,12 @@ def _run_sections(names: list[str], settings, suite: dict, workers: _workers.Wor
         for name in names:
             results[name]["train_wall_s"] = suite["train_wall_s"][name]
             results[name]["time_s"] = suite["time_s"][name]
+            results[name]["programs"] = suite.get("programs", {}).get(name)  # not recorded before the XLA cache
     else:
         suite.update(seconds=seconds, total_s=time.perf_counter() - t_all,
                      train_wall_s={n: r["train_wall_s"] for n, r in results.items()},
-                     time_s={n: r["time_s"] for n, r in results.items()})
+                     time_s={n: r["time_s"] for n, r in results.items()},
+                     programs={n: r["programs"] for n, r in results.items()})
     return results
 
 
@@ -205,39 +208,72 @@ def _breakdown(results: dict, suite: dict) -> list[str]:
     """Where the invocation's time went, per section and in total (minutes), as a table;
     the columns add up to each section's wall time."""
     waited = any(res["time_s"].get("wait", 0.0) > 0 for res in results.values())
-    cols = [*timing.PHASES, *(["wait"] if waited else []), "pool", "analysis"]
+    phases = _phase_columns([res["time_s"] for res in results.values()]
+                            + [s["time_s"] for w in suite.get("workers", []) for s in w["sections"].values()])
+    cols = [*phases, *(["wait"] if waited else []), "pool", "analysis"]
     rows, total = [], dict.fromkeys(cols, 0.0)
     for name, res in results.items():
         t = res["time_s"]
         rows.append([name] + [f"{t.get(c, 0.0) / 60:.2f}" for c in cols] + [f"{suite['seconds'][name] / 60:.2f}"])
         total = {c: total[c] + t.get(c, 0.0) for c in cols}
     rows.append(["**total**"] + [f"{total[c] / 60:.2f}" for c in cols] + [f"{suite['total_s'] / 60:.2f}"])
-    head = ["section (minutes)", *PHASE_HEADS, *(["waiting for runs other processes train"] if waited else []),
+    head = ["section (minutes)", *(PHASE_HEADS[c] for c in phases),
+            *(["waiting for runs other processes train"] if waited else []),
             "pool checks, reading runs back", "analysis, figures", "wall"]
     return ["Where this invocation's time went (XLA compilation counted apart from the phase that triggered it):",
-            "", report.table(head, rows), "", *_workers_breakdown(suite.get("workers", []))]
+            "", report.table(head, rows), "", *_programs_text(results, suite), *_workers_breakdown(suite, phases)]
 
 
-PHASE_HEADS = ("data loading, fingerprints", "setup, restore", "compilation", "training steps", "evaluation",
-               "checkpoint writes", "population stats, summaries")  # of timing.PHASES
+#: Column heads of `bnjax.timing.PHASES`; "cache" is shown only where a run loaded from the XLA cache.
+PHASE_HEADS = {"data": "data loading, fingerprints", "setup": "setup, restore", "compile": "compilation",
+               "cache": "loading from the XLA cache", "train": "training steps", "eval": "evaluation",
+               "checkpoint": "checkpoint writes", "finish": "population stats, summaries"}
 
 
-def _workers_breakdown(workers: list[dict]) -> list[str]:
+def _phase_columns(times: list[dict]) -> list[str]:
+    """`bnjax.timing.PHASES`, less "cache" when nothing was loaded from the XLA cache (so
+    reports made before the cache keep their columns)."""
+    return [c for c in timing.PHASES if c != "cache" or any(t.get("cache", 0.0) > 0 for t in times)]
+
+
+def _programs_text(results: dict, suite: dict) -> list[str]:
+    """How many XLA programs this process and each worker compiled or loaded from the
+    persistent cache (nothing for suites made before it was counted)."""
+    counts = [r.get("programs") for r in results.values()]
+    if not any(counts):
+        return []
+    mine = {k: sum(c.get(k, 0) for c in counts if c) for k in ("compiled", "loaded")}
+    parts = [f"this process: {timing.programs_text(mine)}"]
+    for w in suite.get("workers", []):
+        theirs = {k: sum(s.get("programs", {}).get(k, 0) for s in w["sections"].values())
+                  for k in ("compiled", "loaded")}
+        parts.append(f"worker {w['worker']}: {timing.programs_text(theirs)}")
+    where = suite.get("xla_cache") or "off"
+    return [f"XLA programs ({_cache_text(where)}): " + "; ".join(parts) + ".", ""]
+
+
+def _cache_text(where: str) -> str:
+    return "no persistent cache" if where == "off" else "persistent cache `" + where + "`"
+
+
+def _workers_breakdown(suite: dict, phases: list[str]) -> list[str]:
     """Where each worker process's time went, over all sections (minutes); "other" is
     its pool checks and reading runs back."""
+    workers = suite.get("workers", [])
     if not workers:
         return []
     rows = []
     for w in workers:
         secs = w["sections"].values()
-        t = {c: sum(s["time_s"].get(c, 0.0) for s in secs) for c in timing.PHASES}
+        t = {c: sum(s["time_s"].get(c, 0.0) for s in secs) for c in phases}
         wall = sum(s["seconds"] for s in secs)
         name = f"worker {w['worker']} (cores {','.join(map(str, w['cores']))})"
-        rows.append([name, str(sum(s["trained"] for s in secs))] + [f"{t[c] / 60:.2f}" for c in timing.PHASES]
+        rows.append([name, str(sum(s["trained"] for s in secs))] + [f"{t[c] / 60:.2f}" for c in phases]
                     + [f"{(wall - sum(t.values())) / 60:.2f}", f"{wall / 60:.2f}"])
     return [f"The runs were trained by {len(workers)} worker processes (`--workers`, experiments/_workers.py), each "
             "pinned to its cores, while this process waited and analysed; where their time went:", "",
-            report.table(["worker (minutes)", "runs trained", *PHASE_HEADS, "other", "wall"], rows), ""]
+            report.table(["worker (minutes)", "runs trained", *(PHASE_HEADS[c] for c in phases), "other", "wall"],
+                         rows), ""]
 
 
 def sections(only: str | None, tier: str) -> list[str]:

@@ -24,9 +24,8 @@ DEFAULTS = TrainConfig()
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quiet] [--devices N] "
-                                      "[--SECTION.FIELD VALUE ...]")
+    p = _cli.parser(__doc__, usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quiet] [--devices N] "
+                                   "[--xla-cache DIR] [--SECTION.FIELD VALUE ...]")
     p.add_argument("--workdir", default="runs/train", help="run directory (default: runs/train)")
     p.add_argument("--data", default=None, help=f"{_cli.DATA_HELP} (default: {DEFAULTS.data.source})")
     p.add_argument("--seeds", type=int, default=1, help="must be 1: this trains one run (set its seed with --seed)")
@@ -44,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     _cli.one_line_warnings()
     p = parser()
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     if args.seeds != 1:
         p.error("--seeds: experiments.train trains one run; set its seed with --seed")
     try:

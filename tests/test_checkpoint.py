@@ -132,3 +132,40 @@ def test_keys_are_typed_and_a_checkpoint_with_legacy_keys_restores(tmp_path):
         assert back.keys.dtype == state.keys.dtype
         np.testing.assert_array_equal(jax.random.key_data(back.keys), jax.random.key_data(state.keys))
         store.close()
+
+
+def _tiny_state(k: float = 0.0) -> dict:
+    return {"w": np.arange(6, dtype=np.float32).reshape(2, 3) + k, "b": np.ones(3, np.float32) * k}
+
+
+def test_an_array_missing_from_the_checksums_is_not_restored_unverified(tmp_path):
+    store = Checkpoints(str(tmp_path / "ck"), keep=3)
+    store.save(10, _tiny_state(1.0), {"val_accuracy": 0.5})
+    sums_path = tmp_path / "ck" / "10" / "bnjax_checksums.json"
+    sums = json.loads(sums_path.read_text())
+    assert len(sums) == 2
+    jax.tree.map(np.testing.assert_array_equal, store.restore(10, _tiny_state()), _tiny_state(1.0))
+    dropped = sorted(sums)[0]
+    sums_path.write_text(json.dumps({k: v for k, v in sums.items() if k != dropped}))
+    with pytest.raises(bnjax.checkpoint.CheckpointError, match="fails its checksums") as e:
+        store.restore(10, _tiny_state())
+    assert dropped in str(e.value)
+
+
+def test_set_aside_keeps_the_step_the_run_resumed_from(tmp_path):
+    store = Checkpoints(str(tmp_path / "ck"), keep=5)
+    for step in (10, 20, 30):
+        store.save(step, _tiny_state(step), {"val_accuracy": step / 100})
+    moved = store.set_aside(20)
+    assert store.steps() == [10, 20] and len(moved) == 1 and os.path.basename(moved[0]).startswith("30.")
+    assert os.path.isdir(moved[0])  # kept, not deleted
+    assert store.set_aside(20) == []
+
+
+def test_a_read_only_store_refuses_to_save_and_writes_nothing(tmp_path):
+    Checkpoints(str(tmp_path / "ck")).save(10, _tiny_state(1.0), {"val_accuracy": 0.5})
+    before = sorted(os.listdir(tmp_path / "ck"))
+    ro = Checkpoints(str(tmp_path / "ck"), read_only=True)
+    with pytest.raises(bnjax.checkpoint.CheckpointError, match="opened read-only"):
+        ro.save(20, _tiny_state(2.0), {"val_accuracy": 0.6})
+    assert sorted(os.listdir(tmp_path / "ck")) == before and ro.steps() == [10]

@@ -330,3 +330,79 @@ def test_batch_renorm_in_inference_mode_uses_the_moving_averages():
     y = rn.apply(v, x)
     want = gamma * (x.astype(np.float64) - mean) / np.sqrt(var.astype(np.float64) + EPS) + beta
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
+
+
+def test_training_with_a_mask_uses_only_the_kept_rows_for_output_and_running_statistics():
+    rng = np.random.default_rng(15)
+    x = rng.normal(1.0, 2.0, (10, 3)).astype(np.float32)
+    keep = np.arange(10) % 3 != 0  # 6 of 10 rows
+    bn = BatchNorm(use_running_average=False, momentum=0.5, running_var="unbiased")
+    v = bn.init(jax.random.key(0), x)
+    y, upd = bn.apply(v, x, mask=jnp.asarray(keep)[:, None], mutable=["batch_stats"])
+    want, mu, var = np_bn_train(x[keep], 1.0, 0.0)
+    np.testing.assert_allclose(np.asarray(y)[keep], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.5 * mu, rtol=1e-5, atol=1e-6)
+    m = keep.sum()
+    np.testing.assert_allclose(upd["batch_stats"]["var"], 0.5 + 0.5 * var * m / (m - 1), rtol=1e-5)
+
+
+def test_a_mask_keeping_different_counts_per_feature_uses_each_features_own_rows():
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(12, 3)).astype(np.float32)
+    keep = np.stack([np.arange(12) < 4, np.arange(12) < 9, np.arange(12) >= 2], axis=1)  # 4, 9, 10 rows
+    mean, var, count = batch_moments(jnp.asarray(x), (0,), mask=jnp.asarray(keep))
+    for f in range(3):
+        np.testing.assert_allclose(mean[f], x[keep[:, f], f].mean(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(var[f], x[keep[:, f], f].var(), rtol=1e-5)
+    assert float(count) == 4  # the smallest m: the unbiased correction never under-corrects a feature
+
+
+@pytest.mark.parametrize("variance", ["two_pass", "one_pass"])
+def test_ghost_bn_normalises_each_virtual_batch_and_corrects_with_its_own_m(variance):
+    rng = np.random.default_rng(17)
+    x = rng.normal(1.0, 2.0, (12, 3)).astype(np.float32)
+    bn = BatchNorm(use_running_average=False, virtual_batch_size=4, momentum=0.0, running_var="unbiased",
+                   variance=variance)
+    v = bn.init(jax.random.key(0), x)
+    y, upd = bn.apply(v, x, mutable=["batch_stats"])
+    groups = x.reshape(3, 4, 3)
+    want = np.concatenate([np_bn_train(g, 1.0, 0.0)[0] for g in groups])
+    np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(upd["batch_stats"]["var"], groups.astype(np.float64).var(1).mean(0) * 4 / 3,
+                               rtol=1e-4)
+
+
+def test_degenerate_settings_are_refused():
+    x = jnp.ones((8, 2))
+    with pytest.raises(ValueError, match="must be >= 2"):  # one example per virtual batch: output would be beta
+        BatchNorm(use_running_average=False, virtual_batch_size=1).init(jax.random.key(0), x)
+    for axis in (2, -3):  # one past either end must not wrap around to another axis
+        with pytest.raises(ValueError, match=f"axis {axis} does not exist"):
+            BatchNorm(use_running_average=False, axis=axis).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="cannot be a feature axis"):
+        BatchNorm(use_running_average=False, axis=0, virtual_batch_size=2).init(jax.random.key(0), x)
+    with pytest.raises(ValueError, match="does not support mask"):
+        BatchNorm(use_running_average=False, virtual_batch_size=2).init(jax.random.key(0), x, mask=x > 0)
+    with pytest.raises(ValueError, match="at least one batch"):
+        population_statistics(lambda b: b, {}, [])
+
+
+def test_population_statistics_keep_batch_renorms_other_statistics():
+    from bnjax import BatchRenorm
+
+    rng = np.random.default_rng(18)
+    batches = [jnp.asarray(rng.normal(size=(16, 4)).astype(np.float32)) for _ in range(3)]
+    rn = BatchRenorm(use_running_average=False)
+    v = rn.init(jax.random.key(0), batches[0])
+    extra = sorted(set(v["batch_stats"]) - {"mean", "var"})
+    assert extra  # Batch Renorm keeps more than the two moments (its step counter)
+    v = {**v, "batch_stats": {**v["batch_stats"], **{k: v["batch_stats"][k] + 7 for k in extra}}}
+
+    def moments(xb):
+        return rn.apply(v, xb, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]
+
+    stats = population_statistics(moments, v["batch_stats"], batches)
+    for k in extra:
+        np.testing.assert_array_equal(stats[k], v["batch_stats"][k])
+    np.testing.assert_allclose(stats["mean"], np.mean([np.asarray(b).mean(0) for b in batches], 0), rtol=1e-5,
+                               atol=1e-6)

@@ -140,3 +140,77 @@ def test_verdict_round_trips_through_strict_json():
     d = json.loads(json.dumps(v.to_dict(), allow_nan=False))
     assert d["claim"] == "c" and d["outcome"] in verdicts.OUTCOMES
     assert Verdict.from_dict(d) == v
+
+
+def test_an_interval_that_touches_the_bar_decides_nothing():
+    for margin in (0.0, 1.0):
+        assert verdicts._outcome(margin, margin + 2, margin=margin, higher=True) == "Inconclusive"
+        assert verdicts._outcome(margin - 2, margin, margin=margin, higher=True) == "Inconclusive"
+        assert verdicts._outcome(margin + 1e-9, margin + 2, margin=margin, higher=True) == "Supported"
+        assert verdicts._outcome(-margin - 2, -margin, margin=margin, higher=False) == "Inconclusive"
+        assert verdicts._outcome(-margin, -margin + 2, margin=margin, higher=False) == "Inconclusive"
+    # whole-number spans: an interval [0, 1] settings is not "wider"
+    v = verdicts.compare([4, 4, 4, 4, 4], [3, 3, 4, 4, 4], claim="wider", unit="settings", rank=True,
+                         bounds=(0.0, 8.0))
+    assert v.low == 0 and v.outcome == "Inconclusive"
+
+
+def test_a_claim_of_lower_values_is_judged_against_minus_the_margin():
+    """Review case 4: ``higher=False, margin=m`` is the claim ``ours - other < -m``."""
+    y = np.array([.800, .802, .804, .806, .808])
+    for ours in (y - 0.005, y + 0.005):  # 0.5 points lower, or higher: neither is 1 point lower
+        v = verdicts.compare(ours, y, claim="lower by a point", higher=False, margin=0.01)
+        assert v.outcome == "Contradicted", (v.low, v.high)
+        assert "below -1.00" in report.verdict_line(v)
+    assert verdicts.compare(y - 0.02, y, claim="c", higher=False, margin=0.01).outcome == "Supported"
+
+
+def test_p_values_test_against_the_margin_on_the_claimed_side():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(0.92, 0.01, 6), rng.normal(0.90, 0.01, 6)
+    for higher, margin in ((True, 0.01), (True, -0.01), (False, 0.01), (False, 0.0)):
+        v = verdicts.compare(x, y, claim="c", higher=higher, margin=margin)
+        bar = margin if higher else -margin  # the difference the claim must clear
+        assert v.rule == "welch" and v.p == pytest.approx(sps.ttest_ind(x - bar, y, equal_var=False).pvalue)
+        r = verdicts.compare(x, y, claim="c", higher=higher, margin=margin, rank=True)
+        assert r.rule == "rank" and r.p == pytest.approx(sps.mannwhitneyu(x - bar, y, method="exact").pvalue)
+
+
+def test_span_reference_is_the_best_mean_of_either_arm():
+    """The reference comes from whichever arm is better: here b (arm a alone would set it
+    6 points lower and count every setting of a as good)."""
+    a = np.tile([0.80, 0.82, 0.84, 0.82, 0.80], (3, 1))
+    b = np.tile([0.60, 0.89, 0.90, 0.89, 0.60], (3, 1))
+    v, info = verdicts.span(a, b, claim="b wider", within=0.02)
+    assert info["reference"] == pytest.approx(0.90)
+    assert info["seed_widths"] == {"a": [0, 0, 0], "b": [3, 3, 3]}
+    assert info["spans"] == {"a": None, "b": (1, 3)}
+
+
+def test_speedup_p_value_is_two_sided_over_the_bootstrap_distribution():
+    base, arm = [400, 500, 900, 300], [300, 200, 600, 400]
+    v = verdicts.speedup(base, arm, claim="faster", seed=5)
+    a, b = np.asarray(base, float), np.asarray(arm, float)
+    res = sps.bootstrap((a, b), lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
+                        vectorized=True, paired=False, method="percentile", n_resamples=2000,
+                        rng=np.random.default_rng(5))
+    dist = res.bootstrap_distribution
+    assert 0 < np.mean(dist <= 1.0) < 0.5  # both sides occur: one- and two-sided differ
+    assert v.p == pytest.approx(2 * min(np.mean(dist <= 1.0), np.mean(dist >= 1.0)))
+    assert (v.low, v.high) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high))
+    assert v.estimate == pytest.approx(np.median(a) / np.median(b))
+
+
+def test_compare_arms_passes_chance_and_diverged_seeds_of_each_arm():
+    ours = {"per_seed": {"final_test_accuracy": [0.95, 0.96, 0.12, 0.94]}, "chance": 0.1,
+            "diverged_at": [None, None, None, None]}
+    other = {"per_seed": {"final_test_accuracy": [0.10, 0.90, 0.91, 0.92], "final_train_loss": [math.inf, 1, 1, 1]},
+             "chance": 0.1, "diverged_at": [120, None, None, None]}
+    ours["per_seed"]["final_train_loss"] = [0.1, 0.1, 0.2, 0.1]
+    v = verdicts.compare_arms(ours, other, "final_test_accuracy", claim="c")
+    assert v.diverged == (0, 1) and v.at_chance == (1, 0) and v.rule == "rank" and v.n == (4, 4)
+    loss = verdicts.compare_arms(ours, other, "final_train_loss", claim="c", higher=False, unit="nats")
+    assert loss.at_chance == (0, 0) and loss.diverged == (0, 1)  # no chance level for a loss
+    trained = {"per_seed": {"final_test_accuracy": [0.95, 0.96, 0.97]}, "chance": 0.1, "diverged_at": [None] * 3}
+    assert verdicts.compare_arms(trained, {**trained, "per_seed": {"final_test_accuracy": [0.9, 0.91, 0.92]}},
+                                 "final_test_accuracy", claim="c").rule == "welch"

@@ -8,13 +8,13 @@ when torchvision is installed. Prints images per second and ratios.
 
 from __future__ import annotations
 
-import argparse
 
 import jax
 import numpy as np
 from scipy import ndimage
 
 from bnjax import augment
+from experiments import _cli
 from experiments.bench._timing import median_seconds, table
 
 PIPE = augment.parse_pipeline("hflip,rotate:15")
@@ -51,10 +51,10 @@ def torchvision_fn(x):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     rows = []
     for shape in ((28, 28, 1), (32, 32, 3)):
         x = np.random.default_rng(0).random((args.batch, *shape), dtype=np.float32)

@@ -6,7 +6,6 @@ two-pass versus one-pass variance, each timed as a lax.scan of steps (batch 256)
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import jax
@@ -15,6 +14,7 @@ import numpy as np
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.programs import compiled_chunk, model_for, optimizer_for
 from bnjax.train import create_state
+from experiments import _cli
 from experiments.bench._timing import median_seconds, table
 
 BASE = TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="batch"),
@@ -35,10 +35,10 @@ def step_seconds(model_cfg: ModelConfig, x, y, steps: int, repeats: int, *, batc
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     rng = np.random.default_rng(0)
     x = jax.numpy.asarray(rng.standard_normal((20_000, 28, 28, 1), np.float32))
     y = jax.numpy.asarray(rng.integers(0, 10, 20_000).astype(np.int32))

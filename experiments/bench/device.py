@@ -29,7 +29,6 @@ a GPU yet.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import platform
@@ -45,6 +44,7 @@ import numpy as np
 from bnjax import data as data_lib
 from bnjax import runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
+from experiments import _cli
 from experiments.bench import bn_cost, mlp, seeds, speedrun, torch_models
 from experiments.bench._timing import median_seconds, table
 
@@ -189,13 +189,13 @@ def _smoke_data(tmp: str) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--out", required=True, help="directory for <part>.json and RESULTS.md")
     p.add_argument("--data", default="mnist", help="speedrun data (default: mnist; on a machine without network "
                                                    "npz:PATH); --smoke uses random 28x28 arrays")
     p.add_argument("--smoke", action="store_true", help="every part with tiny sizes (checks the script, not speed)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (default: 3; smoke 1)")
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     z = SMOKE if args.smoke else FULL
     if args.repeats is not None:
         if args.repeats < 1:

@@ -15,13 +15,13 @@ Prints raw seconds per round and the ratios to ``once``; the goal is ``every`` <
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 
 from bnjax import data as data_lib
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.loop import fit, load_dataset
+from experiments import _cli
 
 
 def arms(source: str, steps: int, every: int) -> dict[str, TrainConfig]:
@@ -34,12 +34,12 @@ def arms(source: str, steps: int, every: int) -> dict[str, TrainConfig]:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--data", default="digits")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--repeats", type=int, default=2)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     if args.steps < 1 or args.every < 1 or args.repeats < 1:
         p.error("--steps, --every and --repeats must be >= 1")
     cfgs = arms(args.data, args.steps, args.every)

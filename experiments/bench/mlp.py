@@ -7,7 +7,6 @@ call per step, versus PyTorch eager, same machine, same run.
 
 from __future__ import annotations
 
-import argparse
 
 import jax
 import numpy as np
@@ -15,6 +14,7 @@ import numpy as np
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.programs import compiled_chunk, model_for, optimizer_for
 from bnjax.train import create_state, train_step
+from experiments import _cli
 from experiments.bench import torch_models
 from experiments.bench._timing import median_seconds, table
 
@@ -78,11 +78,11 @@ def torch_eager(x, y, steps, threads):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--threads", type=int, default=2, help="PyTorch intra-op threads (default: 2)")
     p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     x, y = data()
     t_scan = median_seconds(bnjax_scan(x, y, args.steps), repeats=args.repeats) / args.steps
     t_step = median_seconds(bnjax_per_step(x, y, args.steps), repeats=args.repeats) / args.steps

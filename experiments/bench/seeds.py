@@ -7,7 +7,6 @@ another (each a lax.scan of the same steps). Prints per-model throughput ratios.
 
 from __future__ import annotations
 
-import argparse
 
 import jax
 import numpy as np
@@ -16,6 +15,7 @@ from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.many import init_many, layout_for, train_model
 from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
 from bnjax.train import create_state
+from experiments import _cli
 from experiments.bench._timing import median_seconds, table
 
 MLP = TrainConfig(model=ModelConfig(arch="mlp", norm="batch", activation="sigmoid"),
@@ -50,11 +50,11 @@ def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cnn-k", type=int, default=8)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     rng = np.random.default_rng(0)
     x = jax.numpy.asarray(rng.standard_normal((60_000, 28, 28, 1), np.float32))
     y = jax.numpy.asarray(rng.integers(0, 10, 60_000).astype(np.int32))

@@ -23,7 +23,6 @@ PyTorch running the published recipe.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import time
@@ -36,6 +35,7 @@ from bnjax.config import ModelConfig, OptimConfig
 from bnjax.evaluation import evaluate
 from bnjax.programs import compiled_chunk, eval_model_for, model_for, optimizer_for
 from bnjax.train import create_state
+from experiments import _cli
 from experiments.bench import torch_models
 from experiments.bench._timing import table
 
@@ -118,13 +118,13 @@ def torch_trainer(ds, r: Recipe, *, threads: int, device: str = "cpu"):
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--data", default="mnist")
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=["published", "fast"])
     p.add_argument("--bn", action="store_true", help="BN before each ReLU (both sides)")
     p.add_argument("--threads", type=int, default=2, help="PyTorch threads (default: 2)")
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     ds = data_lib.load(args.data)
     seeds = list(range(args.seeds))
     trainers = []  # (implementation, recipe name, recipe, train)

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from experiments import _workers
+from experiments import _cli, _workers
 
 
 ARCHS = ("convnet", "mlp")
@@ -77,7 +77,7 @@ def timed(arch: str, source: str, steps: int, shares: list[tuple[list[int] | Non
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _cli.parser(__doc__)
     p.add_argument("--arch", choices=ARCHS, default="convnet")
     p.add_argument("--data", default="digits")
     p.add_argument("--steps", type=int, default=1000)
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--pin", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args = _cli.parse(p, argv)
     if args.child is not None:
         if args.pin:
             _workers.pin([int(c) for c in args.pin.split(",")])
