@@ -8,6 +8,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import bnjax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -101,3 +103,19 @@ def test_config_overrides_reach_every_arm_of_every_experiment_script():
         with pytest.raises(SystemExit) as e:  # a bad override stops before any compute, exit 2
             _cli.settings_from(p, [exp], ["--quick", "--model.norm", "nope"])
         assert e.value.code == 2
+
+
+@pytest.mark.parametrize("module, argv", [
+    ("experiments.placement", ["--seed", "3"]),  # must not mean --seeds 3
+    ("experiments.reproduce", ["--seed", "3"]),
+    ("experiments.train", ["--workd", "x"]),  # must not mean --workdir
+    ("experiments.analyze", ["somewhere", "--evaluat"]),
+    ("experiments.bench.mlp", ["--xla-cach", "x"]),
+])
+def test_no_flag_of_any_entry_point_is_matched_by_a_prefix(module, argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).main(argv)
+    assert e.value.code == 2 and f"unrecognized arguments: {' '.join(a for a in argv if a.startswith('--'))}" in \
+        capsys.readouterr().err
