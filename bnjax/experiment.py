@@ -174,10 +174,11 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     return results
 
 
-def train_share(exp: Experiment, settings: Settings, phases: Phases | None = None) -> int:
+def train_share(exp: Experiment, settings: Settings, phases: Phases | None = None, *, start: float = 0.0) -> int:
     """A worker process's share of an experiment: train its runs that no other process
     sharing the pool has finished or holds, without waiting or analysing
-    (`bnjax.pool.train_unheld`); the process that analyses runs `run_experiment` after.
+    (`bnjax.pool.train_unheld`, from the fraction ``start`` of its queue); the process
+    that analyses runs `run_experiment` after.
 
     Returns:
       How many runs this process trained.
@@ -186,7 +187,7 @@ def train_share(exp: Experiment, settings: Settings, phases: Phases | None = Non
     pool = settings.pool or os.path.join(settings.workdir, "runs")
     return pool_lib.train_unheld(arms, seeds_of(arms, settings), pool,
                                  runs=settings.runs, stale=settings.stale, progress=settings.progress,
-                                 steps=settings.steps, phases=phases,
+                                 steps=settings.steps, phases=phases, start=start,
                                  view=os.path.join(settings.workdir, "tensorboard"))
 
 

@@ -196,18 +196,27 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
 
 def train_unheld(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
                  runs: str = "sequential", stale: str = "retrain", progress: bool = False, steps: int | None = None,
-                 phases: Phases | None = None, view: str | None = None) -> int:
+                 phases: Phases | None = None, view: str | None = None, start: float = 0.0) -> int:
     """Train the runs of `run_arms` that no other process has finished or holds, and
     never wait: a worker's share of an experiment that several processes train through
     one pool (the pool's locks decide who trains what; whoever analyses calls `run_arms`
     afterwards, which waits for the held runs and reads everything back).
 
+    Args:
+      start: where in the queue (a fraction, cyclic) this process begins. Runs of one
+        program are queued together, so workers that start at k / N of it train (and
+        compile) different programs instead of compiling the same one at once; which
+        process trains a run never changes its numbers.
     Returns:
       How many runs this process trained.
     """
+    if not 0.0 <= start < 1.0:
+        raise ValueError(f"start must be in [0, 1), got {start}")
     phases = phases if phases is not None else Phases()
     cells, datasets, done, queue, mode = _prepare(arms, seeds, pool, runs, stale, steps, view, phases)
-    return _work_through(queue, len(cells), datasets, done, progress, mode, None, phases, None, wait=False)
+    i = int(len(queue) * start)
+    return _work_through(queue[i:] + queue[:i], len(cells), datasets, done, progress, mode, None, phases, None,
+                         wait=False)
 
 
 def _prepare(arms, seeds, pool: str, runs: str, stale: str, steps: int | None, view: str | None,

@@ -70,10 +70,11 @@ def pin(cores: Sequence[int]) -> None:
     os.sched_setaffinity(0, set(cores))
 
 
-def parse_worker(value: str) -> tuple[int, list[int]]:
-    """``"K@C1,C2"`` (the hidden ``--worker`` flag) -> (K, [C1, C2])."""
-    k, _, cores = value.partition("@")
-    return int(k), [int(c) for c in cores.split(",")]
+def parse_worker(value: str) -> tuple[int, int, list[int]]:
+    """``"K/N@C1,C2"`` (the hidden ``--worker`` flag: worker K of N) -> (K, N, [C1, C2])."""
+    kn, _, cores = value.partition("@")
+    k, _, n = kn.partition("/")
+    return int(k), int(n), [int(c) for c in cores.split(",")]
 
 
 def status_path(workdir: str, k: int) -> str:
@@ -105,7 +106,7 @@ class Workers:
             with open(log_path(workdir, k), "w") as log:
                 self.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "experiments.reproduce", *argv, *([] if "--quiet" in argv else ["--quiet"]),
-                     "--worker", f"{k}@{','.join(map(str, cores))}"], stdout=log, stderr=subprocess.STDOUT))
+                     "--worker", f"{k}/{len(sets)}@{','.join(map(str, cores))}"], stdout=log, stderr=subprocess.STDOUT))
         self._warned: set[int] = set()
 
     def status(self, k: int) -> dict:

@@ -108,7 +108,7 @@ def _pin(p: argparse.ArgumentParser, args) -> list[list[int]] | None:
     the first worker's (`experiments._workers`); returns the workers' core sets (None:
     no workers). Exits 2 on a bad ``--workers``."""
     if args.worker:
-        _workers.pin(_workers.parse_worker(args.worker)[1])
+        _workers.pin(_workers.parse_worker(args.worker)[2])
         return None
     if args.workers < 1:
         p.error(f"--workers must be >= 1, got {args.workers}")
@@ -140,13 +140,14 @@ def _without_workers(argv: Sequence[str]) -> list[str]:
 
 def _worker(spec: str, names: Sequence[str], settings) -> None:
     """A worker process: its share of every section's training, nothing else."""
-    k = _workers.parse_worker(spec)[0]
+    k, n_workers, _ = _workers.parse_worker(spec)
     pool = os.path.join(settings.workdir, "runs")
 
     def train(name: str) -> tuple[int, dict, dict]:
         phases = Phases()
         n = train_share(EXPERIMENTS[name], dataclasses.replace(
-            settings, workdir=os.path.join(settings.workdir, name), pool=pool, progress=False), phases)
+            settings, workdir=os.path.join(settings.workdir, name), pool=pool, progress=False), phases,
+            start=k / n_workers)  # workers start in different programs: each compiles its own
         return n, phases.seconds, phases.programs
 
     _workers.run_worker(k, names, train, settings.workdir)

@@ -1,7 +1,7 @@
 """One XLA compilation cache for the whole test run, fresh for each run (so a CI run pays
-a cold start honestly): this process uses it, and the entry points and worker processes
-the tests start find it through ``$BNJAX_XLA_CACHE``. Programs that several tests (and
-their subprocesses) build are compiled once."""
+a cold start honestly): this process, pytest-xdist's worker processes and the entry
+points and worker processes the tests start all find it through ``$BNJAX_XLA_CACHE``.
+A program that several tests (or their subprocesses) build is compiled once."""
 
 import os
 import shutil
@@ -15,18 +15,24 @@ _STATE: dict = {}
 
 
 def pytest_configure(config):
-    path = tempfile.mkdtemp(prefix="bnjax-test-xla-")
-    _STATE.update(path=path, env=os.environ.get(xla_cache.ENV))
-    os.environ[xla_cache.ENV] = path
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller's cache, from the environment
+        path = os.environ[xla_cache.ENV]
+    else:
+        path = tempfile.mkdtemp(prefix="bnjax-test-xla-")
+        _STATE.update(owner=True, env=os.environ.get(xla_cache.ENV))
+        os.environ[xla_cache.ENV] = path  # before xdist starts its workers, which inherit it
+    _STATE["path"] = path
     xla_cache.enable(path)
 
 
 def pytest_unconfigure(config):
+    if not _STATE.get("owner"):
+        return
     if _STATE.get("env") is None:
         os.environ.pop(xla_cache.ENV, None)
     else:
         os.environ[xla_cache.ENV] = _STATE["env"]
-    shutil.rmtree(_STATE.get("path", ""), ignore_errors=True)
+    shutil.rmtree(_STATE["path"], ignore_errors=True)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def test_core_sets_split_the_cores_disjointly(monkeypatch):
         _workers.core_sets(6)
     with pytest.raises(ValueError, match=">= 1"):
         _workers.core_sets(0)
-    assert _workers.parse_worker("1@2,3") == (1, [2, 3])
+    assert _workers.parse_worker("1/2@2,3") == (1, 2, [2, 3])
 
 
 def test_a_worker_argv_drops_the_workers_flag_only():
@@ -97,3 +97,14 @@ def test_the_eta_divides_by_the_processes_training_at_once(capsys):
         t.finished("a", "a seed 0", 10.0, trained=True)
         t.finished("b", "b seed 0", 0.0, trained=False)  # read back: no time, still done
     assert one.eta_s() == 20.0 and two.eta_s() == 10.0  # 10 s per trained run, 2 runs left
+
+
+def test_a_worker_that_starts_halfway_trains_the_other_programs_first(tmp_path):
+    p = str(tmp_path / "pool")
+    arms = {"a": _cfg(), "b": dataclasses.replace(_cfg(), model=dataclasses.replace(_cfg().model, hidden=(8,)))}
+    assert pool.train_unheld(arms, [0, 1], p, start=0.5) == 4
+    done = {(arm, s): os.stat(os.path.join(pool.run_dir(p, dataclasses.replace(cfg, seed=s)), "results.json"))
+            .st_mtime_ns for arm, cfg in arms.items() for s in (0, 1)}
+    assert sorted(done, key=done.get) == [("b", 0), ("b", 1), ("a", 0), ("a", 1)]
+    with pytest.raises(ValueError, match="start must be in"):
+        pool.train_unheld(arms, [0], p, start=1.0)

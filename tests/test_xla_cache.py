@@ -112,3 +112,22 @@ def test_the_cache_stays_within_its_size_bound(tmp_path, session_xla_cache):
     entries = [e.stat().st_size for e in os.scandir(tmp_path) if e.name.endswith("-cache")]
     assert entries and sum(entries) <= bound
     assert xla_cache.size_bytes(str(tmp_path)) >= sum(entries)
+
+
+def test_the_store_evicts_the_least_recently_used_entries_and_writes_whole_files(tmp_path):
+    store = xla_cache.DirectoryStore(str(tmp_path), max_bytes=250)
+    for key in ("a", "b", "c"):
+        store.put(key, key.encode() * 80)
+        os.utime(tmp_path / f"{key}-cache", ns=(0, {"a": 1, "b": 2, "c": 3}[key] * 10**9))  # written in this order
+    assert store.get("a") == b"a" * 80  # a read counts as use: "a" is now the newest
+    store.put("d", b"d" * 80)  # 320 bytes > 250: the least recently used ("b") goes
+    entries = lambda: sorted(p.name[:-6] for p in tmp_path.iterdir() if p.name.endswith("-cache"))  # noqa: E731
+    assert entries() == ["a", "c", "d"]
+    store.put("e", b"e" * 80)  # then "c", the oldest left
+    assert entries() == ["a", "d", "e"]
+    assert store.get("b") is None and store.get("d") == b"d" * 80
+    store.put("d", b"other")  # an existing entry is kept as it is
+    assert store.get("d") == b"d" * 80
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no partial file left behind
+    with pytest.raises(ValueError, match="key cannot be empty"):
+        store.get("")
