@@ -17,14 +17,16 @@ from collections.abc import Iterator, Mapping
 
 import jax
 
-#: The phases, in report order. "compile" is never timed directly: it is the JAX
-#: compilation time that fell inside the other phases (and is subtracted from them).
+#: The phases, in report order. "compile" and "cache" are never timed directly: they are
+#: the JAX compilation time, and the time loading programs from the persistent cache,
+#: that fell inside the other phases (and are subtracted from them).
 PHASES = ("data", "setup", "compile", "cache", "train", "eval", "checkpoint", "finish")
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"  # a compile, or a cache lookup and load
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                    _BACKEND_COMPILE)
 _CACHE_LOAD = "/jax/compilation_cache/cache_retrieval_time_sec"  # inside _BACKEND_COMPILE, on a hit
 _CACHE_HIT = "/jax/compilation_cache/cache_hits"
+_DERIVED = ("compile", "cache")
 
 
 class Phases:
@@ -55,8 +57,8 @@ class Phases:
     def of(self, phase: str) -> Iterator[None]:
         """Time the block as ``phase`` (its compilation as "compile", loads from the XLA
         cache as "cache")."""
-        if phase not in PHASES or phase == "compile":
-            raise ValueError(f"unknown phase {phase!r}; choose from {[p for p in PHASES if p != 'compile']}")
+        if phase not in PHASES or phase in _DERIVED:
+            raise ValueError(f"unknown phase {phase!r}; choose from {[p for p in PHASES if p not in _DERIVED]}")
         if self._active:
             raise RuntimeError(f"phase {phase!r} inside phase {self._active!r}: phases do not nest")
         self._active = phase

@@ -224,6 +224,9 @@ def one_line_warnings() -> None:
     sys.unraisablehook = lambda u: None if (isinstance(u.exc_value, RuntimeError)
                                             and str(u.exc_value) == "Event loop is closed") else unraisable(u)
     logging.getLogger("absl").addFilter(lambda r: "_SignalingThread.run() raised an exception" not in r.getMessage())
+    # a failed save's writer tasks end with "Task exception was never retrieved" and their traceback (seen under
+    # load after a full disk): the error line already names the failure
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
 
 
 def fail(message: str) -> None:

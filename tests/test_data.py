@@ -149,3 +149,44 @@ def test_validation_split_is_stratified_disjoint_fixed_and_never_trained_on(tmp_
     np.testing.assert_allclose(ds.x_train.mean(), 0.0, atol=1e-4)  # standardised with the training part only
     digits = data.load("digits")
     assert (len(digits.y_train), len(digits.y_val)) == (1150, 287)  # digits: 20%
+
+
+def test_validation_split_sizes_stratification_and_checksum_follow_their_rules():
+    import hashlib
+
+    y = np.repeat(np.arange(4), 500)  # 2,000, sorted by class
+    tr, va, d = data.validation_split(y, -1, 0)  # default 10% = 200 < min(1000, n / 5) = 400
+    assert d["n_val"] == len(va) == 400 and len(tr) == 1600 and d["stratified"]
+    assert np.all(np.diff(va) > 0) and np.all(np.diff(tr) > 0) and set(tr).isdisjoint(va)
+    assert d["val_indices_checksum"] == hashlib.blake2b(va.astype(np.int64).tobytes(), digest_size=8).hexdigest()
+    assert data.validation_split(np.repeat(np.arange(4), 5000), -1, 0)[2]["n_val"] == 2000  # 10% above the floor
+    assert data.validation_split(y, 0.05, 0)[2]["n_val"] == 100  # an explicit fraction has no floor
+    assert data.validation_split(y, -1, 0, default=0.3)[2]["n_val"] == 600
+    tr0, va0, d0 = data.validation_split(y, 0, 0)
+    assert len(va0) == 0 and tr0.tolist() == list(range(2000)) and d0["n_val"] == 0
+    lone = np.concatenate([y, [4]])  # a class with one example cannot be stratified
+    assert not data.validation_split(lone, -1, 0)[2]["stratified"]
+    with pytest.raises(data.DataError, match="leaves nothing to train"):
+        data.validation_split(y, 1.0, 0)
+
+
+def test_fingerprint_changes_with_any_byte_dtype_or_shape():
+    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    base = data.fingerprint("npz:x", 0, (a, a[:, 0, 0]))
+    assert data.fingerprint("npz:x", 0, (a.copy(), a[:, 0, 0].copy())) == base
+    b = a.copy()
+    b[1, 2, 3] ^= 1
+    for arrays in ((b, a[:, 0, 0]), (a.reshape(2, 4, 3), a[:, 0, 0]), (a.view(np.int8), a[:, 0, 0])):
+        assert data.fingerprint("npz:x", 0, arrays)["checksum"] != base["checksum"]
+    assert data.fingerprint("npz:y", 0, (a, a[:, 0, 0]))["source"] == "npz:y"
+    assert base["shapes"] == [[2, 3, 4], [2]]
+
+
+def test_padding_centres_the_image_and_refuses_a_larger_one():
+    x = np.ones((1, 27, 26, 1))
+    p = data._pad_to(x, 32, "s")
+    assert p.shape == (1, 32, 32, 1)
+    rows, cols = np.flatnonzero(p[0, :, 0, 0] + p[0, :, -1, 0] + p[0, :, 15, 0]), np.flatnonzero(p[0, 15, :, 0])
+    assert (rows[0], 31 - rows[-1]) == (2, 3) and (cols[0], 31 - cols[-1]) == (3, 3)
+    with pytest.raises(data.DataError, match="larger than image_size=24"):
+        data._pad_to(x, 24, "s")

@@ -50,3 +50,6 @@ def test_time_breakdown_adds_up_to_the_wall_time(tmp_path):
     assert phases.total() == pytest.approx(wall, rel=0.05, abs=0.05)
     with pytest.raises(RuntimeError, match="do not nest"), phases.of("train"), phases.of("eval"):
         pass
+    for derived in ("compile", "cache"):  # measured inside the other phases, never timed as one
+        with pytest.raises(ValueError, match="unknown phase"), phases.of(derived):
+            pass

@@ -115,3 +115,37 @@ def test_code_version_covers_what_decides_numbers_only(tmp_path):
     with open(copy / "norm.py", "a") as f:
         f.write("\n# an edit\n")
     assert version_of(copy) != now
+
+
+def test_differences_names_each_kind_of_change_and_nothing_else(tmp_path):
+    """`pool.differences` on a run directory written by hand: each kind of difference is
+    named (with the old and new value where there is one), and a match is an empty list."""
+    import dataclasses
+    import json
+
+    from bnjax import config as config_lib
+
+    rdir = tmp_path / "run"
+    assert pool.differences(str(rdir), _cfg(), {}, {}) is None  # nothing stored
+    rdir.mkdir()
+    cfg, fp, code = _cfg(), {"source": "digits", "checksum": "abc"}, {"package": "source", "sources": "s1"}
+    versions = {lib: "1.0" for lib in runlog.NUMBER_LIBRARIES}
+    now = {"versions": versions, "backend": "cpu"}
+    split = {"val_indices_checksum": "v1"}
+    (rdir / "config.json").write_text(json.dumps(config_lib.to_dict(cfg)))
+    meta = {"data_fingerprint": fp, "code_version": code, "versions": versions, "backend": "cpu", "split": split}
+    (rdir / "meta.json").write_text(json.dumps(meta))
+    assert pool.differences(str(rdir), cfg, fp, code, now, split) == []
+    assert pool.differences(str(rdir), dataclasses.replace(cfg, steps=11), fp, code) == ["config (steps)"]
+    assert pool.differences(str(rdir), cfg, {**fp, "checksum": "x"}, code) == ["data fingerprint"]
+    assert pool.differences(str(rdir), cfg, fp, {**code, "sources": "s2"}) == ["code version (s1 -> s2)"]
+    lib = runlog.NUMBER_LIBRARIES[0]
+    assert pool.differences(str(rdir), cfg, fp, code, {"versions": {**versions, lib: "2.0"}, "backend": "cpu"}) == \
+        [f"{lib} 1.0 -> 2.0"]
+    assert pool.differences(str(rdir), cfg, fp, code, {**now, "backend": "gpu"}) == ["backend cpu -> gpu"]
+    assert pool.differences(str(rdir), cfg, fp, code, now, {"val_indices_checksum": "v2"}) == \
+        ["validation split (its indices differ)"]
+    (rdir / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "data_fingerprint"}))
+    assert pool.differences(str(rdir), cfg, fp, code) == ["data fingerprint (not recorded)"]
+    (rdir / "config.json").write_text("{not json")
+    assert pool.differences(str(rdir), cfg, fp, code)[0].startswith("config (unreadable: ")
