@@ -18,7 +18,11 @@ loads it instead of compiling it again. bnjax turns it on in every entry point, 
 
 A cached executable computes bitwise what a fresh compile does (tests/test_xla_cache.py);
 on a CPU, the thread count (a process's cores) decides the last bits of a run at run
-time, not in the executable, so one cache serves every core layout.
+time, not in the executable, so one cache serves every core layout. The processor does
+not: XLA compiles for the host's instruction set, and JAX's cache key does not name it
+(the same ConvNet run compiled on two hosts gave different bits), so entries live in a
+subdirectory per host processor (`host_signature`): a cache shared over a network
+filesystem never hands one machine's code to another.
 
 Library functions take their paths as arguments; the entry points resolve the user's
 choice (`resolve`: flag, then ``$BNJAX_XLA_CACHE``, then ``$XDG_CACHE_HOME``, then
@@ -27,8 +31,10 @@ choice (`resolve`: flag, then ``$BNJAX_XLA_CACHE``, then ``$XDG_CACHE_HOME``, th
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
+import platform
 import tempfile
 from collections.abc import Mapping
 
@@ -62,6 +68,28 @@ def resolve(flag: str | None, environ: Mapping[str, str]) -> str | None:
     if choice == OFF:
         return None
     return os.path.abspath(os.path.expanduser(choice))
+
+
+def host_signature() -> str:
+    """A short hash of this host's processor: architecture, model and instruction-set
+    flags (from /proc/cpuinfo where there is one)."""
+    text = platform.machine() + platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key = line.split(":")[0].strip()
+                if key in ("model name", "flags", "Features", "CPU part"):
+                    text += line
+                if key == "flags" or key == "Features":
+                    break  # the first processor describes them all
+    except OSError:
+        pass
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def store_dir(path: str) -> str:
+    """Where the entries of the cache ``path`` live for this host."""
+    return os.path.join(path, f"host-{host_signature()}")
 
 
 class DirectoryStore(CacheInterface):
@@ -167,7 +195,7 @@ def enable(path: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> str | Non
         if not os.access(path, os.W_OK):
             raise PermissionError(f"XLA cache directory {path!r} is not writable (choose another with --xla-cache "
                                   f"DIR or ${ENV}, or turn it off with --no-xla-cache)")
-        store = DirectoryStore(path, max_bytes=max_bytes)
+        store = DirectoryStore(store_dir(path), max_bytes=max_bytes)
     jax.config.update("jax_enable_compilation_cache", path is not None)
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -180,7 +208,6 @@ def enable(path: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> str | Non
 
 
 def size_bytes(path: str) -> int:
-    """The bytes the cache's entries take on disk."""
-    if not os.path.isdir(path):
-        return 0
-    return sum(e.stat().st_size for e in os.scandir(path) if e.name.endswith(SUFFIX))
+    """The bytes the cache's entries take on disk (every host's)."""
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files
+               if f.endswith(SUFFIX))

@@ -73,7 +73,9 @@ def test_a_loaded_program_computes_bitwise_what_a_fresh_compile_does(tmp_path, s
     assert p2.programs == {"compiled": 0, "loaded": p1.programs["compiled"]}  # every program loaded
     assert p2.seconds["cache"] > 0
     assert p2.seconds["compile"] < p1.seconds["compile"]  # tracing and lowering remain
-    assert len([f for f in os.listdir(tmp_path) if f.endswith("-cache")]) >= p1.programs["compiled"]
+    store = xla_cache.store_dir(str(tmp_path))  # entries per host processor
+    assert os.path.dirname(store) == str(tmp_path) and os.path.basename(store).startswith("host-")
+    assert len([f for f in os.listdir(store) if f.endswith("-cache")]) >= p1.programs["compiled"]
     off, s0, p0 = _fit(None)  # no cache at all: the same bits
     assert off == compiled and p0.programs == p1.programs and p0.seconds["cache"] == 0
 
@@ -111,9 +113,9 @@ def test_the_cache_stays_within_its_size_bound(tmp_path, session_xla_cache):
     xla_cache.enable(str(tmp_path), max_bytes=bound)
     for k in range(12):  # distinct programs, each a few tens of kB
         jax.jit(lambda x, k=k: jax.numpy.sin(x) * k + jax.numpy.cumsum(x) ** (k % 3))(np.ones(64 + k))
-    entries = [e.stat().st_size for e in os.scandir(tmp_path) if e.name.endswith("-cache")]
+    entries = [e.stat().st_size for e in os.scandir(xla_cache.store_dir(str(tmp_path))) if e.name.endswith("-cache")]
     assert entries and sum(entries) <= bound
-    assert xla_cache.size_bytes(str(tmp_path)) >= sum(entries)
+    assert xla_cache.size_bytes(str(tmp_path)) == sum(entries)
 
 
 def test_the_store_evicts_the_least_recently_used_entries_and_writes_whole_files(tmp_path):
@@ -133,3 +135,13 @@ def test_the_store_evicts_the_least_recently_used_entries_and_writes_whole_files
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]  # no partial file left behind
     with pytest.raises(ValueError, match="key cannot be empty"):
         store.get("")
+
+
+def test_each_host_processor_has_its_own_entries(tmp_path, monkeypatch, session_xla_cache):
+    here = xla_cache.store_dir(str(tmp_path))
+    assert xla_cache.host_signature() == xla_cache.host_signature() and len(xla_cache.host_signature()) == 12
+    monkeypatch.setattr(xla_cache, "host_signature", lambda: "another-cpu")
+    xla_cache.enable(str(tmp_path))
+    jax.jit(lambda x: x * 3 + 1)(np.ones(5))
+    assert os.path.isdir(tmp_path / "host-another-cpu") and xla_cache.store_dir(str(tmp_path)) != here
+    assert [f for f in os.listdir(tmp_path / "host-another-cpu") if f.endswith("-cache")]
