@@ -37,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 
 import jax
 import numpy as np
@@ -216,17 +217,30 @@ def main(argv=None) -> None:
     parts = {"speedrun": lambda: part_speedrun(ds, z), "mlp": lambda: part_mlp(z), "convnet": lambda: part_convnet(z),
              "bn_cost": lambda: part_bn_cost(z)}
     runlog.write_json(os.path.join(args.out, "env.json"), env)
+    failed = []
     for name, fn in parts.items():
         t = time.perf_counter()
-        res, lines = fn()
+        try:
+            res, lines = fn()
+        except Exception as e:  # a part that breaks on a new backend must not cost the others' minutes
+            failed.append(name)
+            res, lines = {"error": f"{type(e).__name__}: {e}"}, [f"FAILED: {type(e).__name__}: {e}"]
+            traceback.print_exc()
         res["wall_s"] = time.perf_counter() - t
         runlog.write_json(os.path.join(args.out, f"{name}.json"), res)
         md += [f"## {name} ({res['wall_s']:.0f} s)", "", *lines, ""]
         print(f"{name}: {res['wall_s']:.1f} s", flush=True)
-    md.append(f"Total: {time.perf_counter() - t0:.0f} s.")
-    with open(os.path.join(args.out, "RESULTS.md"), "w") as f:
-        f.write("\n".join(md) + "\n")
+        _write_md(args.out, md + [f"Total so far: {time.perf_counter() - t0:.0f} s."])
+    _write_md(args.out, md + [f"Total: {time.perf_counter() - t0:.0f} s."])
     print(f"wrote {args.out}/RESULTS.md ({time.perf_counter() - t0:.0f} s)")
+    if failed:
+        sys.exit(f"failed parts: {', '.join(failed)} (see {args.out}/RESULTS.md)")
+
+
+def _write_md(out: str, md: list[str]) -> None:
+    """RESULTS.md rewritten after every part, so a run cut short keeps what it measured."""
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
