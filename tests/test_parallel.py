@@ -68,10 +68,17 @@ print("RESULT" + json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
+# the tests that read the 8-device child's results run in one pytest-xdist worker (`--dist loadgroup`) and the
+# fixture lives for the worker's session (other modules' tests run in between), so that the child (about half a
+# minute) runs once
+pytestmark = pytest.mark.xdist_group("eight_simulated_devices")
+
+
+@pytest.fixture(scope="session")
 def child(tmp_path_factory):
     wd = tmp_path_factory.mktemp("dp")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(wd)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
