@@ -111,7 +111,8 @@ def test_5_the_pool_moves_a_stale_run_only_under_its_lock(tmp_path):
 
 def test_6_two_invocations_share_one_pool_and_train_each_run_once(tmp_path):
     wd = str(tmp_path / "ab")
-    cmd = [sys.executable, "-m", "experiments.placement", "--quick", "--seeds", "1", "--steps", "40", "--quiet",
+    # the reproduce smoke test's flags (tests/test_experiments.py), whose placement programs the cache then holds
+    cmd = [sys.executable, "-m", "experiments.placement", "--quick", "--seeds", "1", "--steps", "3", "--quiet",
            "--workdir", wd]
     procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]

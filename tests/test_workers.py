@@ -64,8 +64,9 @@ def test_a_worker_leaves_held_runs_and_the_analyser_collects_them(tmp_path):
                     reason="two workers need two cores and CPU affinity (Linux)")
 def test_reproduce_with_two_workers_trains_each_run_once_on_one_core(tmp_path):
     wd = str(tmp_path / "rep")
+    # the reproduce smoke test's flags (tests/test_experiments.py): the depth section's programs are compiled once
     cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--only", "depth", "--seeds", "1", "--steps",
-           "5", "--quiet", "--workers", "2", "--workdir", wd]
+           "3", "--quiet", "--workers", "2", "--workdir", wd]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     runs = glob.glob(os.path.join(wd, "runs", "*", "seed_0"))
