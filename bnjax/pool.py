@@ -110,10 +110,10 @@ def differences(rdir: str, cfg: TrainConfig, fingerprint: dict, code: dict, now:
     meta = runlog.read_json(meta_path) if os.path.exists(meta_path) else {}
     if meta.get("data_fingerprint") != fingerprint:
         why.append("data fingerprint" + ("" if "data_fingerprint" in meta else " (not recorded)"))
-    if meta.get("code_version") != code:
+    if not runlog.same_code(meta.get("code_version"), code):
         old = meta.get("code_version")
-        why.append(f"code version ({old['sources'] if isinstance(old, dict) else 'not recorded'} -> "
-                   f"{code['sources']})")
+        why.append(f"code version (sources of bnjax's number modules "
+                   f"{old.get('sources') if isinstance(old, dict) else 'not recorded'} -> {code['sources']})")
     if now is not None:
         had = meta.get("versions", {})
         why += [f"{lib} {had.get(lib, 'not recorded')} -> {now['versions'][lib]}" for lib in runlog.NUMBER_LIBRARIES

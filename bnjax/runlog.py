@@ -148,24 +148,31 @@ OTHER_MODULES = ("__init__", "analysis", "breakdown", "events", "experiment", "p
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
-    """The version of the code that makes a run's numbers: the package version and a
-    SHA-256 over the sources of the modules in `NUMBER_MODULES` (names and bytes, in name
-    order). An edit to one of them changes it; edits to the analysis modules, experiments,
-    tests or docs do not. Read once per process (`bnjax/__init__` asks at import), so an
-    edit made while a process runs is not credited to the code it had loaded."""
+    """The version of the code that makes a run's numbers: a SHA-256 over the sources of
+    the modules in `NUMBER_MODULES` (names and bytes, in name order). An edit to one of
+    them changes it; edits to the analysis modules, experiments, tests or docs do not. Read
+    once per process (`bnjax/__init__` asks at import), so an edit made while a process runs
+    is not credited to the code it had loaded.
+
+    The same sources give the same version however bnjax is installed (a checkout, ``pip
+    install -e .``, a wheel): ``"package"`` is always ``"source"``, the value every run has
+    recorded from a checkout (an installed package used to record its metadata version
+    there, which made every run stale after ``pip install -e .``). `same_code` compares
+    versions by their sources alone."""
     import hashlib
-    import importlib.metadata as md
 
     here = os.path.dirname(os.path.abspath(__file__))
     h = hashlib.sha256()
     for name in sorted(f"{m}.py" for m in NUMBER_MODULES):
         with open(os.path.join(here, name), "rb") as f:
             h.update(name.encode() + b"\0" + f.read() + b"\0")
-    try:
-        version = md.version("bnjax")
-    except md.PackageNotFoundError:
-        version = "source"
-    return {"package": version, "sources": h.hexdigest()[:16]}
+    return {"package": "source", "sources": h.hexdigest()[:16]}
+
+
+def same_code(recorded, now: dict[str, str]) -> bool:
+    """Whether a recorded code version (a run's ``meta.json``, maybe missing or from an
+    installed package) is the sources of `code_version` ``now``."""
+    return isinstance(recorded, dict) and recorded.get("sources") == now["sources"]
 
 
 def git_state() -> dict:

@@ -186,7 +186,7 @@ def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
     div = (max(diverged[0], int(np.sum(~np.isfinite(x)))), max(diverged[1], int(np.sum(~np.isfinite(y)))))
     chance_n = (_at_chance(x, chance, div[0]), _at_chance(y, chance, div[1]))
     spread = x.size >= 2 and y.size >= 2 and np.isfinite(x).all() and np.isfinite(y).all() and (
-        x.std() > 0 or y.std() > 0)
+        np.ptp(x) > 0 or np.ptp(y) > 0)  # exact: [0.9] * 3 has a std of 1e-16
     common = dict(claim=claim, unit=unit, n=(x.size, y.size), diverged=div, at_chance=chance_n, margin=margin,
                   higher=higher)
     if x.size < 2 or y.size < 2:

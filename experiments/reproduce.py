@@ -262,7 +262,7 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     git, code, seconds = suite["git"], suite["code"], suite["seconds"]
     tree = "clean tree" if not git["modified"] else "modified files: " + ", ".join(git["modified"])
     other = [os.path.relpath(d, settings.workdir) for d, m in zip(run_dirs, metas, strict=True)
-             if m.get("code_version") != code]
+             if not runlog.same_code(m.get("code_version"), code)]
     prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
     fp = ", ".join(f"`{json.loads(p)['source']}` checksum `{json.loads(p)['checksum']}`" for p in prints if p != "null")
     command = shlex.join(["python", "-m", "experiments.reproduce", *suite["argv"]])

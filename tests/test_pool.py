@@ -83,10 +83,31 @@ def test_changed_code_is_detected_by_its_version(tmp_path, monkeypatch):
     real = runlog.code_version()
     assert runlog.read_json(f"{run.workdir}/meta.json")["code_version"] == real
     monkeypatch.setattr(runlog, "code_version", lambda: {**real, "sources": "0123456789abcdef"})
-    with pytest.raises(pool.StaleRunError, match=f"code version \\({real['sources']} -> 0123456789abcdef\\)"):
+    changed = f"code version \\(sources of bnjax's number modules {real['sources']} -> 0123456789abcdef\\)"
+    with pytest.raises(pool.StaleRunError, match=changed):
         _train(tmp_path, {"a": _cfg()}, stale="refuse")
     new = _train(tmp_path, {"a": _cfg()})["a"][0]
     assert runlog.read_json(f"{new.workdir}/meta.json")["code_version"]["sources"] == "0123456789abcdef"
+
+
+def test_the_code_version_is_the_same_however_bnjax_is_installed(tmp_path, monkeypatch):
+    """A checkout has no package metadata, `pip install -e .` and a wheel have "0.1.0": the
+    same sources give the same version, and a run recorded by an installed package (which
+    used to record its metadata version) is reused by a checkout and the other way round."""
+    import importlib.metadata as md
+
+    checkout = runlog.code_version()
+    monkeypatch.setattr(md, "version", lambda name: "0.1.0")  # what an installed bnjax answers
+    assert runlog.code_version() == checkout
+    monkeypatch.undo()
+    run = _train(tmp_path, {"a": _cfg()})["a"][0]
+    meta = runlog.read_json(f"{run.workdir}/meta.json")
+    meta["code_version"] = {**meta["code_version"], "package": "0.1.0"}
+    runlog.write_json(f"{run.workdir}/meta.json", meta)
+    again = _train(tmp_path, {"a": _cfg()}, stale="refuse")["a"][0]  # not stale, not retrained
+    assert again.summary == run.summary and _stamp(again) == _stamp(run)
+    assert not runlog.same_code({"package": "source", "sources": "0123456789abcdef"}, checkout)
+    assert not runlog.same_code(None, checkout) and runlog.same_code(dict(checkout), checkout)
 
 
 def test_code_version_covers_what_decides_numbers_only(tmp_path):
@@ -138,7 +159,9 @@ def test_differences_names_each_kind_of_change_and_nothing_else(tmp_path):
     assert pool.differences(str(rdir), cfg, fp, code, now, split) == []
     assert pool.differences(str(rdir), dataclasses.replace(cfg, steps=11), fp, code) == ["config (steps)"]
     assert pool.differences(str(rdir), cfg, {**fp, "checksum": "x"}, code) == ["data fingerprint"]
-    assert pool.differences(str(rdir), cfg, fp, {**code, "sources": "s2"}) == ["code version (s1 -> s2)"]
+    assert pool.differences(str(rdir), cfg, fp, {**code, "sources": "s2"}) == \
+        ["code version (sources of bnjax's number modules s1 -> s2)"]
+    assert pool.differences(str(rdir), cfg, fp, {**code, "package": "0.1.0"}) == []  # how it is installed: no
     lib = runlog.NUMBER_LIBRARIES[0]
     assert pool.differences(str(rdir), cfg, fp, code, {"versions": {**versions, lib: "2.0"}, "backend": "cpu"}) == \
         [f"{lib} 1.0 -> 2.0"]

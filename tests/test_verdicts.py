@@ -214,3 +214,57 @@ def test_compare_arms_passes_chance_and_diverged_seeds_of_each_arm():
     trained = {"per_seed": {"final_test_accuracy": [0.95, 0.96, 0.97]}, "chance": 0.1, "diverged_at": [None] * 3}
     assert verdicts.compare_arms(trained, {**trained, "per_seed": {"final_test_accuracy": [0.9, 0.91, 0.92]}},
                                  "final_test_accuracy", claim="c").rule == "welch"
+
+
+def test_one_seed_in_an_arm_gives_no_interval_and_says_so():
+    for ours, other in (([0.9], [0.8, 0.7]), ([0.9, 0.8], [0.7]), ([0.9], [0.7])):
+        v = verdicts.compare(ours, other, claim="c")
+        assert v.outcome == "Inconclusive" and v.rule == "rank" and v.p is None
+        assert v.detail == "too few seeds for an interval" and math.isnan(v.low) and math.isnan(v.high)
+        assert v.estimate == pytest.approx(float(np.median(np.subtract.outer(ours, other))))  # Hodges-Lehmann
+        assert v.n == (len(ours), len(other))
+
+
+def test_an_empty_or_nan_arm_is_named():
+    with pytest.raises(ValueError, match="^ours: no values"):
+        verdicts.compare([], [0.5, 0.6], claim="c")
+    with pytest.raises(ValueError, match="^other: no values"):
+        verdicts.compare([0.5, 0.6], [], claim="c")
+    with pytest.raises(ValueError, match="^ours: a missing \\(NaN\\) value"):
+        verdicts.compare([0.5, math.nan], [0.5, 0.6], claim="c")
+    with pytest.raises(ValueError, match="^other: a missing \\(NaN\\) value"):
+        verdicts.compare([0.5, 0.6], [0.5, math.nan], claim="c")
+
+
+def test_welch_needs_two_seeds_per_arm_and_some_spread_else_the_rank_rule():
+    assert verdicts.compare([0.9, 0.8], [0.7, 0.6], claim="c").rule == "welch"  # n = 2 each is enough
+    assert verdicts.compare([0.9, 0.9], [0.8, 0.7], claim="c").rule == "welch"  # one arm without spread
+    assert verdicts.compare([0.8, 0.7], [0.9, 0.9], claim="c").rule == "welch"
+    same = verdicts.compare([0.9, 0.9, 0.9], [0.8, 0.8, 0.8], claim="c")  # no spread at all: Welch is undefined
+    assert same.rule == "rank" and same.estimate == pytest.approx(0.1)
+    wide = verdicts.compare([3.0, 1.0], [0.0, 0.0], claim="c", unit="x")  # spread above 1 in the values' units
+    assert wide.rule == "welch"
+
+
+def test_intervals_are_clipped_to_the_range_of_a_difference_only_where_one_is_known():
+    # n = 2 per arm: Welch's interval is wide (t with about 1 degree of freedom)
+    x, y = [0.9, 0.2], [0.1, 0.8]
+    raw = sps.ttest_ind(x, y, equal_var=False).confidence_interval(confidence_level=0.95)
+    assert raw.low < -1 and raw.high > 1
+    points = verdicts.compare(x, y, claim="c")  # accuracies: a difference lies in [-1, 1]
+    assert (points.low, points.high) == (-1.0, 1.0)
+    big = [100 * v for v in x], [100 * v for v in y]
+    unbounded = verdicts.compare(*big, claim="c", unit="x")  # no range for other units
+    assert unbounded.low == pytest.approx(100 * raw.low) and unbounded.high == pytest.approx(100 * raw.high)
+    given = verdicts.compare([2 + 3 * v for v in x], [2 + 3 * v for v in y], claim="c", unit="x", bounds=(2.0, 5.0))
+    assert (given.low, given.high) == (-3.0, 3.0)  # the width of the range, not its end
+    mine = verdicts.compare(*big, claim="c", bounds=(0.0, 100.0))  # given bounds win over the points default
+    assert mine.low == pytest.approx(max(100 * raw.low, -100)) and mine.high == pytest.approx(min(100 * raw.high, 100))
+
+
+def test_an_exact_rank_interval_that_cannot_exclude_any_shift_says_so():
+    v = verdicts.compare([0.9, 0.91, 0.92], [0.5, 0.51, 0.52], claim="c", rank=True, unit="x")  # n = 3 vs 3
+    assert math.isinf(v.low) and math.isinf(v.high) and v.outcome == "Inconclusive"
+    assert v.detail == "at n = 3 vs 3 the exact rank interval cannot exclude any shift"
+    one_sided = verdicts.compare([1.0, 1.0, 1.0, 1.0, math.inf], [2.0] * 5, claim="c", higher=False, unit="nats")
+    assert math.isfinite(one_sided.low) and math.isinf(one_sided.high) and one_sided.detail == ""
