@@ -174,6 +174,21 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     return results
 
 
+def refuse_stale(exps: Sequence[Experiment], settings: Settings) -> None:
+    """With ``settings.stale == "refuse"``, raise `bnjax.pool.StaleRunError` naming every
+    stale run of all these experiments before any of them trains (one summary line, then
+    the runs); nothing is trained or moved. A no-op for the other policies and re-analysis."""
+    if settings.stale != "refuse" or settings.reanalyze:
+        return
+    pool = settings.pool or os.path.join(settings.workdir, "runs")
+    stale: dict[str, list[str]] = {}
+    for exp in exps:
+        arms = build_arms(exp, settings)
+        stale.update(pool_lib.stale_runs(arms, seeds_of(arms, settings), pool, steps=settings.steps))
+    if stale:
+        raise pool_lib.StaleRunError(stale)
+
+
 def train_share(exp: Experiment, settings: Settings, phases: Phases | None = None, *, start: float = 0.0) -> int:
     """A worker process's share of an experiment: train its runs that no other process
     sharing the pool has finished or holds, without waiting or analysing

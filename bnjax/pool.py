@@ -383,16 +383,29 @@ def _datasets(cells: list[_Cell]) -> dict[tuple, data_lib.Dataset]:
     return out
 
 
-def _sort_out(cells: list[_Cell], datasets: dict, stale: str) -> tuple[dict[str, Run], list[_Cell]]:
-    """Finished matching runs (read back) and the cells still to train; stale runs are
-    refused or set aside here, before any training."""
+def stale_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
+               steps: int | None = None) -> dict[str, list[str]]:
+    """The stored runs of these arms that differ from what is asked now (`differences`),
+    run directory -> what differs; nothing is trained or moved. An invocation of several
+    experiments asks this for all of them before the first trains (``--stale refuse``)."""
+    cells = _cells(arms, seeds, pool, steps)
+    return _stale(cells, _datasets(cells))
+
+
+def _stale(cells: list[_Cell], datasets: dict) -> dict[str, list[str]]:
     import jax
 
     code, now = runlog.code_version(), {"versions": runlog.versions(), "backend": jax.default_backend()}
     found = {c.rdir: differences(c.rdir, c.cfg, datasets[_data_key(c.cfg)].fingerprint, code, now,
                                  datasets[_data_key(c.cfg)].split)
              for c in cells if not runlog.is_locked(c.rdir)}  # a held run is another process's: waited for later
-    bad = {d: why for d, why in found.items() if why}
+    return {d: why for d, why in found.items() if why}
+
+
+def _sort_out(cells: list[_Cell], datasets: dict, stale: str) -> tuple[dict[str, Run], list[_Cell]]:
+    """Finished matching runs (read back) and the cells still to train; stale runs are
+    refused or set aside here, before any training."""
+    bad = _stale(cells, datasets)
     if bad and stale == "refuse":
         raise StaleRunError(bad)
     for d, why in bad.items():

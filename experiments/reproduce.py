@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from bnjax import breakdown, data, report, runlog, stats
 from bnjax import pool as pool_lib
-from bnjax.experiment import build_arms, seeds_of, train_share, write_results
+from bnjax.experiment import build_arms, refuse_stale, seeds_of, train_share, write_results
 from bnjax.timing import Phases
 from experiments import (_cli, _workers, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization,
                          placement, tiers)
@@ -79,6 +79,8 @@ def main(argv=None) -> None:
                  "xla_cache": _cli.cache_dir(args) or "off"}
     settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"),
                                   parallel=len(sets) if sets else 1)
+    if not args.worker:  # --stale refuse: every section's stale runs, before the first section trains
+        _cli.guarded(refuse_stale, [EXPERIMENTS[n] for n in names], settings)
     workers = _workers.Workers(_without_workers(argv), settings.workdir, sets) if sets else None
     try:
         results = _run_sections(names, settings, suite, workers)

@@ -66,6 +66,19 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     os.remove(os.path.join(runs[0], "results.json"))  # a missing run is named, nothing is trained
     proc = subprocess.run(redo, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1 and "missing from the pool" in proc.stderr and runs[0] in proc.stderr
+    # --stale refuse: a stale run in the last section is refused before the first section trains anything
+    first, last = ([os.path.normpath(os.path.join(wd, sec, d)) for d in json.load(
+        open(os.path.join(wd, sec, "results.json")))["run_dirs"]] for sec in ("placement", "depth"))
+    todo = next(d for d in first if d != runs[0])
+    os.remove(os.path.join(todo, "results.json"))  # the first section would train it again
+    stale = next(d for d in last if d != runs[0])
+    meta = json.load(open(os.path.join(stale, "meta.json")))
+    meta["data_fingerprint"]["checksum"] = "0" * 32
+    json.dump(meta, open(os.path.join(stale, "meta.json"), "w"))
+    proc = subprocess.run([*cmd, "--stale", "refuse"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and "1 run(s) in the pool differ" in proc.stderr, proc.stderr
+    assert f"{stale}: data fingerprint" in proc.stderr and ": trained in " not in proc.stdout
+    assert not os.path.exists(os.path.join(todo, "results.json")) and os.path.exists(os.path.join(stale, "meta.json"))
 
 
 def test_experiment_flags_are_validated():
