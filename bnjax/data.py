@@ -22,12 +22,15 @@ import glob
 import gzip
 import hashlib
 import os
+import sys
 import zipfile
 from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from bnjax import download
 
 TFDS_SOURCES = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
@@ -320,6 +323,8 @@ def _tfds(name: str, data_dir: str):
             ds = tfds.data_source(name, split=split, data_dir=data_dir or None)
         except ModuleNotFoundError as e:
             # Reading array_record files needs no TensorFlow; tfds's builders do to prepare them.
+            if name in download.FILES:
+                return _downloaded(name, data_dir, e.name or "tensorflow")
             raise DataError(
                 f"tfds data set {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} and preparing it "
                 f"needs a module that is not installed ({e.name}). Prepare it once with TensorFlow installed "
@@ -335,6 +340,20 @@ def _tfds(name: str, data_dir: str):
         out.append(np.stack([np.asarray(e["image"]) for e in examples]))
         out.append(np.asarray([int(e["label"]) for e in examples]))
     return tuple(out)
+
+
+def _downloaded(name: str, data_dir: str, missing: str):
+    """The canonical files of ``name`` (`bnjax.download`), fetched once and verified."""
+    root = download.data_root(os.path.join(data_dir, "bnjax") if data_dir else None)
+    print(f"tfds cannot prepare {name!r} without {missing}: using the canonical files in {root}/{name} "
+          "(downloaded once, checksums verified)", file=sys.stderr)
+    try:
+        directory = download.fetch(name, root)
+    except download.DownloadError as e:
+        raise DataError(f"data set {name!r}: {e}") from e
+    if name == "cifar10":
+        return download.read_cifar10(os.path.join(directory, download.FILES[name][0].name))
+    return _idx(directory)
 
 
 # --------------------------------------------------------------------------- sampling
