@@ -268,3 +268,78 @@ def test_an_exact_rank_interval_that_cannot_exclude_any_shift_says_so():
     assert v.detail == "at n = 3 vs 3 the exact rank interval cannot exclude any shift"
     one_sided = verdicts.compare([1.0, 1.0, 1.0, 1.0, math.inf], [2.0] * 5, claim="c", higher=False, unit="nats")
     assert math.isfinite(one_sided.low) and math.isinf(one_sided.high) and one_sided.detail == ""
+
+
+def test_compare_arms_claims_higher_values_by_default():
+    hi = {"per_seed": {"final_test_accuracy": [0.95, 0.96, 0.97]}, "chance": 0.1, "diverged_at": [None] * 3}
+    lo = {**hi, "per_seed": {"final_test_accuracy": [0.90, 0.91, 0.92]}}
+    v = verdicts.compare_arms(hi, lo, "final_test_accuracy", claim="c")
+    assert v.higher is True and v.outcome == "Supported"
+
+
+def test_the_rank_p_value_equals_exact_enumeration_with_ties_and_beyond_the_default_resamples():
+    """Two-sided exact permutation p-value of U, by enumerating every split of the pooled
+    values: with ties (where an asymptotic method would differ) and at 8 vs 8 (12,870
+    splits, more than scipy's default 9,999 random resamples); all-equal arms give p = 1."""
+    def brute(x, y):
+        z, n = np.concatenate([x, y]), len(x)
+
+        def u(a, b):
+            return float(np.sum((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))
+        obs = u(np.asarray(x, float), np.asarray(y, float))
+        us = []
+        for idx in itertools.combinations(range(len(z)), n):
+            mask = np.zeros(len(z), bool)
+            mask[list(idx)] = True
+            us.append(u(z[mask], z[~mask]))
+        us = np.asarray(us)
+        return min(1.0, 2 * min(np.mean(us <= obs + 1e-9), np.mean(us >= obs - 1e-9)))
+
+    ties = (np.array([1.0, 1.0, 2.0, 3.0, 3.0]), np.array([1.0, 2.0, 2.0, 2.0, 4.0]))
+    wide = (np.arange(8.0) + 0.5, np.array([0.0, 1, 2, 3, 8, 9, 10, 11]) + 0.25)
+    for x, y in (ties, wide):
+        assert verdicts._rank_p(x, y) == pytest.approx(brute(x, y), abs=1e-12)
+    assert verdicts._rank_p(np.array([0.5, 0.5]), np.array([0.5, 0.5, 0.5])) == 1.0
+
+
+def test_a_ratio_of_two_arms_that_never_reached_is_one():
+    inf = math.inf
+    got = verdicts._ratio(np.array([[inf, inf, 4.0], [2.0, 3.0, 6.0]]), np.array([[inf, inf, 9.0], [1.0, 2.0, 2.0]]))
+    assert got.tolist() == [1.0, 1.5]
+    assert verdicts._outcome(math.nan, 1.0, margin=0.0, higher=True) == "Inconclusive"
+    assert verdicts._outcome(0.5, math.nan, margin=0.0, higher=False) == "Inconclusive"
+
+
+def test_verdicts_refuse_unknown_outcomes_and_fields_and_write_lists():
+    with pytest.raises(ValueError, match="outcome 'Maybe' is not one of"):
+        Verdict(claim="c", outcome="Maybe", estimate=0.0, low=0.0, high=0.0, unit="points", n=(1, 1), rule="welch")
+    v = verdicts.compare([0.9, 0.8, 0.85], [0.7, 0.6, 0.65], claim="c")
+    d = v.to_dict()
+    assert d["n"] == [3, 3] and d["diverged"] == [0, 0] and d["at_chance"] == [0, 0]
+    with pytest.raises(ValueError, match=r"unknown verdict fields \['colour'\]"):
+        Verdict.from_dict({**d, "colour": "red"})
+    div = verdicts.divergence([10, None], claim="d")
+    assert div.rule == "seed count" and div.unit == "seeds"
+
+
+def test_good_span_takes_the_longest_run_and_the_first_of_equal_ones():
+    assert verdicts.good_span([1, 1, 0, 1, 1], 1.0, within=0.0) == (0, 1)  # equal runs: the first
+    assert verdicts.good_span([1, 1, 1, 0, 1, 1], 1.0, within=0.0) == (0, 2)  # a shorter later run loses
+    assert verdicts.good_span([0, 1, 1, 0, 1, 1, 1], 1.0, within=0.0) == (4, 6)  # a longer later run wins
+    assert verdicts.good_span([0, 1, 1, 1, 0, 1, 1], 1.0, within=0.0) == (1, 3)
+    assert verdicts.good_span([1.0, 0.5, 0.25], 1.0, within=0.5) == (0, 1)  # exactly at the tolerance: good
+    assert verdicts.good_span([0.2, 0.3], 1.0, within=0.5) is None
+
+
+def test_span_verdict_is_a_rank_comparison_of_per_seed_widths_in_settings():
+    peaked = np.array([[0.60, 0.89, 0.90, 0.89, 0.60],  # widths within 0.02 of 0.90: 3, 2, 2
+                       [0.60, 0.60, 0.90, 0.89, 0.60],
+                       [0.60, 0.89, 0.90, 0.60, 0.60]])
+    flat = np.tile([0.80, 0.82, 0.84, 0.82, 0.80], (3, 1))  # never within 0.02 of 0.90
+    v, info = verdicts.span(flat, peaked, claim="peaked wider", within=0.02, diverged=(1, 0))
+    assert info["reference"] == pytest.approx(0.90) and info["seed_widths"] == {"a": [0, 0, 0], "b": [3, 2, 2]}
+    assert v.claim == "peaked wider" and v.unit == "settings" and v.rule == "rank" and v.diverged == (1, 0)
+    assert (v.low, v.high) == (-5.0, 5.0)  # n = 3 vs 3: no finite rank interval, clipped to +-5 settings
+    # the better arm first: the reference is still its best column mean (not a row mean, not the grand mean)
+    v2, info2 = verdicts.span(peaked, flat, claim="flat wider", within=0.02)
+    assert info2["reference"] == pytest.approx(0.90) and info2["seed_widths"] == {"a": [3, 2, 2], "b": [0, 0, 0]}
