@@ -135,3 +135,13 @@ def test_the_diverged_seed_rule_on_uneven_schedules_and_missing_evaluations():
     # a divergence between evaluations at a step the schedule has but the history lacks: chance only after it
     r = stats.Run("a", 0, _cfg(), [{"step": 100, "val_accuracy": 0.6}], {"diverged_at": 200})
     assert stats.series(r, "val_accuracy") == ([100, 300, 400], [0.6, 0.1, 0.1])
+
+
+def test_one_seed_arms_and_chance_exactly_at_the_bar():
+    four = SimpleNamespace(steps=100, eval_every=100, model=SimpleNamespace(num_classes=4))  # chance 0.25: bar 0.375
+    at_bar = stats.Run("a", 0, four, [{"step": 100, "val_accuracy": 0.4, "test_accuracy": 0.375, "train_loss": 1.0}],
+                       {"diverged_at": None, "train_seconds": 1.0})
+    got = stats.summarize({"one": [at_bar]})["one"]  # an arm of one seed
+    assert got["chance"] == 0.25 and got["at_chance"] == 1 and got["seeds"] == [0]
+    assert stats.fmt(0.98214, 0.0005) == "98.21 ± 0.05" and stats.fmt(math.nan, 0.1) == "—"
+    assert stats.fmt(1234.5, 12.34, pct=False) == "1.23e+03 ± 12"
