@@ -5,8 +5,8 @@ Sources (``DataConfig.source``):
 * ``digits`` — scikit-learn's real 8x8 handwritten digits (ships with sklearn, offline):
   the first 1,437 images train, the last 360 test.
 * ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100`` — through
-  ``tfds.data_source`` (array_record files; reading needs no TensorFlow, see README for
-  preparing).
+  ``tfds.data_source`` where tfds has the set prepared (reading needs no TensorFlow);
+  otherwise the first three from their canonical files (`bnjax.download`; docs/data.md).
 * ``npz:PATH`` — a NumPy archive with x_train, y_train, x_test, y_test.
 * ``idx:DIR`` — MNIST-format IDX files (``train-images-idx3-ubyte[.gz]``, ...), as in
   the original MNIST distribution or Debian's ``dataset-fashion-mnist`` package.

@@ -29,7 +29,7 @@ def evaluate(model: nn.Module, variables: dict, x: Array, y: Array, *, batch_siz
     """Mean loss and accuracy of ``model`` on ``(x, y)`` in inference mode (running BN
     statistics). Batches are padded to one size and masked, so one compiled step serves
     every batch. Each batch is a separate jitted call rather than a loop inside one
-    program: XLA:CPU runs convolutions inside loops far slower (see README).
+    program: XLA:CPU runs convolutions inside loops far slower (see docs/speed.md).
 
     Returns:
       ``{"loss": scalar, "accuracy": scalar}`` as device arrays.

@@ -1,6 +1,6 @@
 """Run every experiment of the lecture and write one report.
 
-    python -m experiments.reproduce --quick --workdir runs/quick      # digits, 3 min on 2 CPUs (2 with a warm cache)
+    python -m experiments.reproduce --quick --workdir runs/quick      # digits, 3-4 min on 2 CPUs (~2 with a warm cache)
     python -m experiments.reproduce --data mnist --workdir runs/full          # real MNIST
     python -m experiments.reproduce --data npz:data_local/cifar10_jpeg.npz --workdir runs/cifar   # CPU tier
     python -m experiments.reproduce --data cifar10 --tier gpu --workdir runs/cifar     # VGG tier (GPU)

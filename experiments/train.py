@@ -8,7 +8,7 @@ Ctrl-C saves a checkpoint first. Prints the final and best test accuracy.
 
 Data parallel over all local devices: add --devices all (or a number). Over several hosts,
 run the same command on each with --coordinator HOST0:PORT --num-processes N
---process-id I (see README, "More than one device").
+--process-id I (see docs/speed.md, "More than one device").
 """
 
 from __future__ import annotations

@@ -58,3 +58,69 @@ def test_every_tool_a_command_block_runs_is_installed():
     assert {"tensorboard", "jupyter-execute", "python"} <= tools
     bindir = os.path.dirname(sys.executable)
     assert not [t for t in sorted(tools) if t != "pip" and not os.path.exists(os.path.join(bindir, t))]
+
+
+ENTRY_POINTS = sorted(os.path.relpath(p, ROOT)[:-3].replace(os.sep, ".")
+                      for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
+                      + glob.glob(os.path.join(ROOT, "experiments", "bench", "*.py"))
+                      if "def main(" in open(p).read())
+OTHER_TOOLS = ("pytest", "pip", "git", "mutmut", "apt-get", "dpkg-deb", "tensorboard", "jupyter-execute", "XLA_FLAGS")
+FOREIGN_FLAGS = ("--durations", "--dist", "--xla_")  # pytest's and XLA's, named alone
+
+
+def _help(module: str) -> str:
+    """``python -m MODULE --help``, in this process (the modules are imported once)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            importlib.import_module(module).main(["--help"])
+        except SystemExit:
+            pass
+    return out.getvalue()
+
+
+def _has_flag(text: str, flag: str) -> bool:
+    return re.search(re.escape(flag) + r"(?![\w-])", text) is not None
+
+
+def test_every_flag_the_docs_name_exists():
+    """A ``--flag`` on a documented command line is in that module's ``--help``; any other
+    ``--flag`` the README or docs name (in code, outside other tools' command lines) is in
+    some entry point's ``--help``."""
+    helps = {m: _help(m) for m in ENTRY_POINTS}
+    assert all(helps.values()) and _has_flag(helps["experiments.reproduce"], "--stale")
+    wrong, unknown = [], []
+    for page in PAGES:
+        text = open(page).read()
+        for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                for m in re.finditer(r"python3? -m (experiments[\w.]*)((?:\s+(?!&&|\||;|#)\S+)*)", line):
+                    wrong += [(page, m.group(1), f) for f in re.findall(r"(?<!\S)(--[a-z][\w.-]*)", m.group(2))
+                              if not _has_flag(helps[m.group(1)], f)]
+        for code in re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if any(tool in code for tool in OTHER_TOOLS) or code.startswith(FOREIGN_FLAGS):
+                continue
+            unknown += [(page, f) for f in re.findall(r"(?<![\w-])(--[a-z][\w.-]*[\w])", code)
+                        if not any(_has_flag(h, f) for h in helps.values())]
+    assert not wrong, wrong
+    assert not unknown, unknown
+
+
+def test_every_see_pointer_in_the_code_resolves():
+    """``see README`` / ``see docs/PAGE.md`` (with an optional ``, "Section"``) in the
+    code's docstrings and help texts name a page that exists and, if given, a heading in it."""
+    pointers = []
+    for path in glob.glob(os.path.join(ROOT, "bnjax", "*.py")) + glob.glob(os.path.join(ROOT, "experiments", "**",
+                                                                                         "*.py"), recursive=True):
+        text = re.sub(r"\s+", " ", open(path).read())
+        pointers += [(path, page, section) for page, section in
+                     re.findall(r'see (README|docs/[\w-]+\.md)(?:, "([^"]+)")?', text)]
+    assert len(pointers) >= 3
+    for path, page, section in pointers:
+        target = os.path.join(ROOT, "README.md" if page == "README" else page)
+        assert os.path.exists(target), (path, page)
+        headings = [h.strip() for h in re.findall(r"^#+ (.+)$", open(target).read(), flags=re.M)]
+        assert not section or section in headings, (path, page, section)
