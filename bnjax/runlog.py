@@ -192,10 +192,24 @@ def git_state() -> dict:
     return {"commit": rev.stdout.strip(), "modified": sorted(line[3:] for line in st.stdout.splitlines())}
 
 
+#: tracked files whose change can change a run's numbers; run records, reports and docs cannot
+CODE_FILES = (".py", "requirements.txt", "pyproject.toml")
+
+
+def code_changes(modified: list[str]) -> list[str]:
+    """The code files among ``modified`` tracked files (`CODE_FILES`): a committed suite
+    writes its own run records into tracked files, which makes the tree "dirty" without
+    touching what made its numbers."""
+    return [f for f in modified if f.endswith(CODE_FILES)]
+
+
 def git_revision() -> str:
     """The git revision of the bnjax checkout (`git_state`), ``+dirty`` when tracked files
     are modified, or "unknown"."""
-    g = git_state()
+    return _revision(git_state())
+
+
+def _revision(g: dict) -> str:
     return g["commit"] + ("+dirty" if g["modified"] else "") if g["commit"] != "unknown" else "unknown"
 
 
@@ -246,9 +260,10 @@ def begin_segment(workdir: str, *, from_step: int, **fields: Any) -> None:
 
     path = os.path.join(workdir, "meta.json")
     meta = read_json(path) if os.path.exists(path) else {}
+    g = git_state()
     seg = {"from_step": from_step, "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "versions": versions(),
-           "git": git_revision(), "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-           "cpu_cores": cpu_cores(), **fields}
+           "git": _revision(g), "git_code_changes": code_changes(g["modified"]), "backend": jax.default_backend(),
+           "devices": [str(d) for d in jax.devices()], "cpu_cores": cpu_cores(), **fields}
     meta.setdefault("segments", []).append(seg)
     for k, v in seg.items():
         if k not in ("from_step", "started"):

@@ -262,7 +262,7 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     metas = [runlog.read_json(os.path.join(d, "meta.json")) for d in run_dirs]
     train_s, wall_s = sum(s["train_seconds"] for s in summaries), sum(suite["train_wall_s"].values())
     git, code, seconds = suite["git"], suite["code"], suite["seconds"]
-    tree = "clean tree" if not git["modified"] else "modified files: " + ", ".join(git["modified"])
+    tree = _provenance(git, metas)
     other = [os.path.relpath(d, settings.workdir) for d, m in zip(run_dirs, metas, strict=True)
              if not runlog.same_code(m.get("code_version"), code)]
     prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
@@ -272,9 +272,9 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     return [
         "# bnjax reproduction report", "",
         f"Command: `{command}`", "",
-        f"Code: commit `{git['commit'][:12]}` ({tree}); bnjax sources `{code['sources']}`"
+        f"Code: commit `{git['commit'][:12]}`; bnjax sources `{code['sources']}`"
         + (f"; {len(other)} runs made by other code: " + ", ".join(other) if other else
-           f"; all {len(run_dirs)} runs were made by this code") + ".",
+           f"; all {len(run_dirs)} runs were made by this code") + f". Git tree: {tree}.",
         f"Data: {data.label(settings.data)}, {fp}{' (quick mode: short schedules)' if settings.quick else ''}; seeds: {seeds}; tables give "
         "mean ± std over seeds (n per arm in the tables)."
         + (f" Tier: {settings.tier} (experiments/tiers.py); backend: {suite.get('backend', 'not recorded')}."
@@ -291,6 +291,25 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
         "Re-render this report from its run records, without training or data: `python -m experiments.reproduce "
         "--reanalyze --workdir DIR` (DIR: this report's folder).",
     ]
+
+
+def _provenance(git: dict, metas: list[dict]) -> str:
+    """What the git tree held: when the suite started (``git``), and when each run started
+    (its ``meta.json``: the code files then modified, or, for runs recorded before they
+    were, only whether any tracked file was)."""
+    start = runlog.code_changes(git["modified"])
+    text = ("clean" if not git["modified"] else "code files modified: " + ", ".join(start) if start
+            else f"{len(git['modified'])} tracked non-code files modified") + " when the suite started"
+    changed = sorted({f for m in metas for f in m.get("git_code_changes", [])})
+    unknown = sum("git_code_changes" not in m and str(m.get("git", "")).endswith("+dirty") for m in metas)
+    if changed:
+        n = sum(bool(m.get("git_code_changes")) for m in metas)
+        text += f"; {n} of {len(metas)} runs started while code files differed from it: " + ", ".join(changed)
+    if unknown:
+        text += (f"; {unknown} of {len(metas)} runs started with tracked files modified, which ones not recorded "
+                 "(runs made before session 9; a suite whose workdir is in this checkout modifies its own committed "
+                 "run records and reports, which counts)")
+    return text
 
 
 if __name__ == "__main__":

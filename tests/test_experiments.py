@@ -132,3 +132,25 @@ def test_no_flag_of_any_entry_point_is_matched_by_a_prefix(module, argv, capsys)
         importlib.import_module(module).main(argv)
     assert e.value.code == 2 and f"unrecognized arguments: {' '.join(a for a in argv if a.startswith('--'))}" in \
         capsys.readouterr().err
+
+
+def test_the_report_header_says_which_code_changed_while_runs_started(tmp_path):
+    from bnjax import runlog
+    from experiments.reproduce import _provenance
+
+    runlog.begin_segment(str(tmp_path), from_step=0)  # each run records the code files modified as it starts
+    assert runlog.read_json(str(tmp_path / "meta.json"))["git_code_changes"] == \
+        runlog.code_changes(runlog.git_state()["modified"])
+
+    assert runlog.code_changes(["experiments/results/mnist/runs/ab/seed_0/meta.json", "bnjax/norm.py", "README.md",
+                                "requirements.txt", "experiments/results/mnist/report.md"]) == \
+        ["bnjax/norm.py", "requirements.txt"]
+    metas = [{"git": "abc+dirty", "git_code_changes": ["bnjax/norm.py"]}, {"git": "abc+dirty", "git_code_changes": []},
+             {"git": "abc"}]
+    assert _provenance({"commit": "abc", "modified": []}, metas) == \
+        "clean when the suite started; 1 of 3 runs started while code files differed from it: bnjax/norm.py"
+    records_only = _provenance({"commit": "abc", "modified": ["x/runs/h/seed_0/meta.json"]}, metas[1:])
+    assert records_only == "1 tracked non-code files modified when the suite started"
+    old = _provenance({"commit": "abc", "modified": []}, [{"git": "abc+dirty"}, {"git": "abc"}])
+    assert old.startswith("clean when the suite started; 1 of 2 runs started with tracked files modified, which ones "
+                          "not recorded")
