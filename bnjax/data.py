@@ -315,23 +315,26 @@ def _idx(directory: str):
 
 
 def _tfds(name: str, data_dir: str):
+    """Both splits through ``tfds.data_source``. Without TensorFlow, a set tfds has not
+    prepared comes from its canonical files instead (`_downloaded`): tfds would download
+    them, then fail to prepare them."""
+    import importlib.util
+
     import tensorflow_datasets as tfds
 
     out = []
     for split in ("train", "test"):
         try:
-            ds = tfds.data_source(name, split=split, data_dir=data_dir or None)
+            ds = tfds.data_source(name, split=split, data_dir=data_dir or None,
+                                  download=importlib.util.find_spec("tensorflow") is not None)
         except ModuleNotFoundError as e:
-            # Reading array_record files needs no TensorFlow; tfds's builders do to prepare them.
-            if name in download.FILES:
-                return _downloaded(name, data_dir, e.name or "tensorflow")
-            raise DataError(
-                f"tfds data set {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} and preparing it "
-                f"needs a module that is not installed ({e.name}). Prepare it once with TensorFlow installed "
-                f"(pip install tensorflow; then python -c \"import tensorflow_datasets as tfds; "
-                f"tfds.builder('{name}', file_format='array_record').download_and_prepare()\"), or use "
-                "the idx:DIR / npz:PATH sources, which need no TensorFlow."
-            ) from e
+            ds = _without_tensorflow(name, data_dir, e.name or "tensorflow", e)
+        except Exception as e:  # noqa: BLE001 (tfds's errors for a set it has not prepared vary)
+            if importlib.util.find_spec("tensorflow") is not None:
+                raise
+            ds = _without_tensorflow(name, data_dir, "tensorflow", e)
+        if isinstance(ds, tuple):
+            return ds
         n = len(ds)
         try:  # one batched read; tfds's mock data source lacks a working __getitems__
             examples = ds.__getitems__(list(range(n)))
@@ -340,6 +343,19 @@ def _tfds(name: str, data_dir: str):
         out.append(np.stack([np.asarray(e["image"]) for e in examples]))
         out.append(np.asarray([int(e["label"]) for e in examples]))
     return tuple(out)
+
+
+def _without_tensorflow(name: str, data_dir: str, missing: str, cause: Exception):
+    """The arrays of a set bnjax downloads itself, else the error that says what to do."""
+    if name in download.FILES:
+        return _downloaded(name, data_dir, missing)
+    raise DataError(
+        f"tfds data set {name!r} is not prepared in {data_dir or '~/tensorflow_datasets'} and preparing it "
+        f"needs a module that is not installed ({missing}). Prepare it once with TensorFlow installed "
+        f"(pip install tensorflow; then python -c \"import tensorflow_datasets as tfds; "
+        f"tfds.builder('{name}', file_format='array_record').download_and_prepare()\"), or use "
+        "the idx:DIR / npz:PATH sources, which need no TensorFlow."
+    ) from cause
 
 
 def _downloaded(name: str, data_dir: str, missing: str):
