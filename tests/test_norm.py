@@ -379,12 +379,17 @@ def test_degenerate_settings_are_refused():
     for axis in (2, -3):  # one past either end must not wrap around to another axis
         with pytest.raises(ValueError, match=f"axis {axis} does not exist"):
             BatchNorm(use_running_average=False, axis=axis).init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="cannot be a feature axis"):
+    end = "(?:\n|$)"  # the whole message (JAX may append a note on its traceback after it)
+    ghost0 = "^Ghost BN splits axis 0 into virtual batches; it cannot be a feature axis"
+    with pytest.raises(ValueError, match=ghost0 + end):
         BatchNorm(use_running_average=False, axis=0, virtual_batch_size=2).init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="does not support mask"):
+    with pytest.raises(ValueError, match="^Ghost BN does not support mask" + end):
         BatchNorm(use_running_average=False, virtual_batch_size=2).init(jax.random.key(0), x, mask=x > 0)
-    with pytest.raises(ValueError, match="at least one batch"):
+    with pytest.raises(ValueError, match="^population_statistics needs at least one batch" + end):
         population_statistics(lambda b: b, {}, [])
+    indivisible = f"^virtual_batch_size=3 must be >= 2 and divide the batch size {x.shape[0]}"
+    with pytest.raises(ValueError, match=indivisible + end):
+        BatchNorm(use_running_average=False, virtual_batch_size=3).init(jax.random.key(0), x)
 
 
 def test_population_statistics_keep_batch_renorms_other_statistics():
@@ -406,3 +411,59 @@ def test_population_statistics_keep_batch_renorms_other_statistics():
         np.testing.assert_array_equal(stats[k], v["batch_stats"][k])
     np.testing.assert_allclose(stats["mean"], np.mean([np.asarray(b).mean(0) for b in batches], 0), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_torch_momentum_maps_its_whole_range():
+    assert torch_momentum_to_flax(0.0) == 1.0 and torch_momentum_to_flax(1.0) == 0.0
+    assert torch_momentum_to_flax(0.1) == pytest.approx(0.9)
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ValueError):
+            torch_momentum_to_flax(bad)
+
+
+def test_ghost_bn_on_images_with_gamma_and_beta_equals_numpy_per_virtual_batch():
+    """NHWC input, 2 virtual batches of 3: each normalised over (its examples, H, W) per
+    channel, then scaled by gamma and shifted by beta (non-trivial values set here)."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(1.0, 2.0, (6, 4, 5, 3)).astype(np.float32)
+    bn = BatchNorm(use_running_average=False, virtual_batch_size=3)
+    v = bn.init(jax.random.key(0), x)
+    gamma, beta = np.array([0.5, 2.0, -1.0], np.float32), np.array([0.1, -0.2, 0.3], np.float32)
+    v = {**v, "params": {"scale": jnp.asarray(gamma), "bias": jnp.asarray(beta)}}
+    y, _ = bn.apply(v, x, mutable=["batch_stats"])
+    want = np.concatenate([(g - g.mean((0, 1, 2))) / np.sqrt(g.var((0, 1, 2)) + 1e-5) * gamma + beta
+                           for g in (x[:3].astype(np.float64), x[3:].astype(np.float64))])
+    np.testing.assert_allclose(y, want, atol=2e-5)
+
+
+def test_one_pass_variance_is_what_training_and_its_gradient_use():
+    """Far from zero (|mean| / std = 1e4 in float32) E[x^2] - E[x]^2 loses the variance
+    two passes keep: the one-pass choice must reach the training forward pass under a
+    gradient and Ghost BN's virtual batches, not only the plain forward pass."""
+    rng = np.random.default_rng(12)
+    x = jnp.asarray((1e4 + rng.normal(0, 1, (8, 3))).astype(np.float32))
+    outs = {}
+    for variance in ("two_pass", "one_pass"):
+        for vbs in (None, 4):
+            bn = BatchNorm(use_running_average=False, variance=variance, virtual_batch_size=vbs)
+            v = bn.init(jax.random.key(0), x)
+            plain = bn.apply(v, x, mutable=["batch_stats"])[0]
+            (_, y), _ = jax.value_and_grad(
+                lambda p: (lambda y: (jnp.sum(y ** 2), y))(bn.apply({**v, "params": p}, x, mutable=["batch_stats"])[0]),
+                has_aux=True)(v["params"])
+            np.testing.assert_allclose(y, plain, atol=1e-6)  # the gradient's forward pass is the plain one
+            outs[variance, vbs] = np.asarray(plain)
+    for vbs in (None, 4):
+        assert np.max(np.abs(outs["one_pass", vbs] - outs["two_pass", vbs])) > 0.1
+
+
+def test_unbiased_population_variance_of_batches_of_two():
+    """m = 2: Var[x] = 2 / (2 - 1) * E_B[sigma_B^2] (the m / (m - 1) correction at its largest)."""
+    batches = [jnp.asarray([[1.0, -2.0], [3.0, 4.0]]), jnp.asarray([[0.0, 1.0], [2.0, 1.0]])]
+    bn = BatchNorm(use_running_average=False)
+    v = bn.init(jax.random.key(0), batches[0])
+    stats = population_statistics(
+        lambda b: bn.apply(v, b, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION],
+        v["batch_stats"], batches)
+    np.testing.assert_allclose(stats["mean"], [1.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(stats["var"], [2 * np.mean([1.0, 1.0]), 2 * np.mean([9.0, 0.0])], atol=1e-5)
