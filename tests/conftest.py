@@ -30,6 +30,10 @@ _STATE: dict = {}
 def pytest_configure(config):
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller's cache, from the environment
         path = os.environ[xla_cache.ENV]
+    elif os.environ.get("BNJAX_TEST_XLA_CACHE"):  # a cache kept across test runs (mutation testing runs thousands)
+        path = os.environ["BNJAX_TEST_XLA_CACHE"]
+        _STATE.update(owner=False)
+        os.environ[xla_cache.ENV] = path
     else:
         path = tempfile.mkdtemp(prefix="bnjax-test-xla-")
         _STATE.update(owner=True, env=os.environ.get(xla_cache.ENV))
