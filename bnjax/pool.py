@@ -225,6 +225,7 @@ def _prepare(arms, seeds, pool: str, runs: str, stale: str, steps: int | None, v
     if stale not in STALE_POLICIES:
         raise ValueError(f"unknown stale policy {stale!r}; choose from {STALE_POLICIES}")
     mode = resolve_runs(runs)
+    runlog.check_locks_exclude(pool)
     cells = _cells(arms, seeds, pool, steps, view)
     with phases.of("data"):
         datasets = _datasets(cells)

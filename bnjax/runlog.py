@@ -68,6 +68,43 @@ class RunLock:
             self._fd = None
 
 
+class LocksUnsupportedError(RuntimeError):
+    """The filesystem under a pool does not make a run lock exclude a second holder."""
+
+
+def check_locks_exclude(directory: str) -> None:
+    """The pool's self-test at open: two descriptors of one file in ``directory``, the
+    first holding `RunLock`'s kind of lock (``fcntl.flock``), must leave the second unable
+    to take it. Where the filesystem ignores flock (NFS without lock support, Lustre
+    without ``-o flock``, some FUSE mounts) two processes could train one run at once.
+
+    Raises:
+      LocksUnsupportedError: naming the directory, the problem and the fix.
+    """
+    import fcntl
+
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f".lock-selftest-{platform.node()}-{os.getpid()}")
+    a = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    b = os.open(path, os.O_RDWR)
+    why = "a second lock on the same file was granted while the first was held"
+    try:
+        fcntl.flock(a, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(b, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # excluded, as on a local disk
+    except OSError as e:  # e.g. ENOLCK: no lock support at all
+        why = f"taking a lock failed ({e.strerror or e})"
+    finally:
+        os.close(a)
+        os.close(b)
+        os.remove(path)
+    raise LocksUnsupportedError(
+        f"run locks do not work in {directory}: {why}. Processes sharing this pool could train the same run at "
+        "once. Put the pool (--workdir) on a local disk or on a filesystem whose flock is enforced across its "
+        "clients (NFS with lock support, Lustre mounted with -o flock); docs/runs.md says what the pool needs.")
+
+
 def is_locked(workdir: str) -> bool:
     """Whether a live process holds the run directory's lock (`RunLock`)."""
     import fcntl

@@ -27,7 +27,8 @@ from experiments import tiers
 # Problems with what the user asked for (config, data, workdir, pool, checkpoints): one line,
 # exit 1. Anything else (an XLA error, a bug) keeps its traceback.
 USER_ERRORS = (ConfigError, data_lib.DataError, pool_lib.StaleRunError, pool_lib.MissingRunsError,
-               runlog.RunMismatchError, runlog.RunLockedError, CheckpointError, FileNotFoundError, PermissionError)
+               runlog.RunMismatchError, runlog.RunLockedError, runlog.LocksUnsupportedError, CheckpointError,
+               FileNotFoundError, PermissionError)
 
 DATA_HELP = "data source: digits | mnist | fashion_mnist | cifar10 | cifar100 | npz:PATH | idx:DIR"
 

@@ -203,3 +203,29 @@ def test_checkpoint_error_messages_stay_short():
                    ' No space left on device')
     assert short_error(e) == 'No space left on device: RESOURCE_EXHAUSTED: Error writing "k"'
     assert issubclass(CheckpointError, RuntimeError)
+
+
+def test_a_pool_whose_locks_do_not_exclude_is_refused_before_training(tmp_path, monkeypatch):
+    """The pool's self-test (`runlog.check_locks_exclude`): on a filesystem that ignores
+    flock (simulated: flock does nothing) or has no lock support (ENOLCK), opening the
+    pool is refused naming the directory and the fix; nothing is trained or left behind."""
+    import errno
+    import fcntl
+
+    from bnjax import pool
+
+    cfg = TrainConfig(model=ModelConfig(arch="mlp", hidden=(8,)), data=DataConfig(source="digits", batch_size=32),
+                      steps=4, eval_every=4)
+    runlog.check_locks_exclude(str(tmp_path / "ok"))  # a local disk: passes, leaves nothing
+    assert os.listdir(tmp_path / "ok") == []
+    monkeypatch.setattr(fcntl, "flock", lambda fd, op: None)
+    with pytest.raises(runlog.LocksUnsupportedError, match=f"run locks do not work in {tmp_path / 'p1'}: a second "
+                       "lock on the same file was granted.*-o flock"):
+        pool.run_arms({"a": cfg}, [0], str(tmp_path / "p1"), progress=False)
+    assert os.listdir(tmp_path / "p1") == []  # nothing trained, no probe file left
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(runlog.LocksUnsupportedError, match=r"taking a lock failed \(No locks available\)"):
+        pool.run_arms({"a": cfg}, [0], str(tmp_path / "p2"), progress=False)
