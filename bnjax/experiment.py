@@ -31,7 +31,9 @@ class Settings:
       workdir: the experiment's output directory.
       data: data source (`bnjax.data.parse_source`).
       quick: short schedules (the offline quick suite).
-      seeds: seeds per arm (seeds 0 .. seeds-1); None: `default_seeds` of each arm.
+      seeds: seeds per arm (seeds first_seed .. first_seed + seeds - 1); None: `default_seeds`
+        of each arm.
+      first_seed: the first seed (fresh seeds for a confirmatory run: past the pilot's).
       steps: if set, every arm trains this many steps (smoke tests).
       runs, stale: `bnjax.pool.run_arms`'s modes.
       progress: progress bars.
@@ -49,6 +51,7 @@ class Settings:
     data: str
     quick: bool = False
     seeds: int | None = None
+    first_seed: int = 0
     steps: int | None = None
     runs: str = "auto"
     stale: str = "retrain"
@@ -65,6 +68,8 @@ class Settings:
             raise ConfigError("tier", f"{self.tier!r} is not one of cpu, gpu (or empty for 28x28 data)")
         if self.seeds is not None and self.seeds < 1:
             raise ConfigError("seeds", f"must be >= 1, got {self.seeds}")
+        if self.first_seed < 0:
+            raise ConfigError("first_seed", f"must be >= 0, got {self.first_seed}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError("steps", f"must be >= 1, got {self.steps}")
         if self.runs not in pool_lib.RUNS_MODES:
@@ -117,8 +122,9 @@ def build_arms(exp: Experiment, settings: Settings) -> dict[str, TrainConfig]:
 
 
 def seeds_of(arms: Mapping[str, TrainConfig], settings: Settings) -> dict[str, range]:
-    """Each arm's seeds: ``settings.seeds`` or `default_seeds`."""
-    return {arm: range(settings.seeds or default_seeds(cfg)) for arm, cfg in arms.items()}
+    """Each arm's seeds: ``settings.seeds`` or `default_seeds` of them, from ``settings.first_seed``."""
+    k = settings.first_seed
+    return {arm: range(k, k + (settings.seeds or default_seeds(cfg))) for arm, cfg in arms.items()}
 
 
 def run_dirs_of(exps: Sequence[Experiment], settings: Settings, pool: str) -> list[str]:

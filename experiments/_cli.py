@@ -1,5 +1,5 @@
 """The command line of the entry points: one parser family. Every experiment script
-takes ``--workdir --data --seeds --quick --steps --runs --stale --quiet``, its own options
+takes ``--workdir --data --seeds --first-seed --quick --steps --runs --stale --quiet``, its own options
 and ``--SECTION.FIELD VALUE`` overrides that apply to every arm; `experiments.train`
 takes the same config flags for its one run. argparse lives only under experiments/.
 """
@@ -95,13 +95,15 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
 
 def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> argparse.ArgumentParser:
     """The flags of an experiment script (``options``: its own flags and their defaults)."""
-    p = parser(doc, usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quick] [--seeds N] "
+    p = parser(doc, usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quick] [--seeds N] [--first-seed K] "
                           "[--steps N] [--runs MODE] [--stale POLICY] [--quiet] [--xla-cache DIR] "
                           "[--SECTION.FIELD VALUE ...]")
     p.add_argument("--workdir", default=workdir, help=f"output directory (default: {workdir})")
     p.add_argument("--data", default=None, help=f"{DATA_HELP} (default: mnist; digits with --quick)")
     p.add_argument("--quick", action="store_true", help="short schedules (offline digits unless --data)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: 5 for MLP arms, 3 for ConvNet arms)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds K, K+1, ... (default 0): fresh seeds for a confirmatory run, past a pilot's")
     p.add_argument("--steps", type=int, default=None, help="override every arm's training steps (smoke tests)")
     p.add_argument("--runs", choices=pool_lib.RUNS_MODES, default="auto",
                    help="together: runs differing only in seed, learning-rate multiplier, weight decay or init "
@@ -132,7 +134,8 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
     cfg_overrides = overrides(args)
     data = cfg_overrides.pop("data.source", None) or ("digits" if args.quick else "mnist")
     try:
-        settings = Settings(workdir=args.workdir, data=data, quick=args.quick, seeds=args.seeds, steps=args.steps,
+        settings = Settings(workdir=args.workdir, data=data, quick=args.quick, seeds=args.seeds,
+                            first_seed=args.first_seed, steps=args.steps,
                             runs=args.runs, stale=args.stale, progress=not args.quiet, overrides=cfg_overrides,
                             options={k: getattr(args, k) for exp in exps for k in exp.options},
                             reanalyze=args.reanalyze, tier=tier_of(args.tier, data))

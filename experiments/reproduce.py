@@ -268,7 +268,8 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
     fp = ", ".join(f"`{json.loads(p)['source']}` checksum `{json.loads(p)['checksum']}`" for p in prints if p != "null")
     command = shlex.join(["python", "-m", "experiments.reproduce", *suite["argv"]])
-    seeds = settings.seeds or "5 per MLP arm and 3 per ConvNet arm"
+    seeds = (settings.seeds or "5 per MLP arm and 3 per ConvNet arm") if not settings.first_seed else \
+        f"{settings.seeds or '5 per MLP arm and 3 per ConvNet arm'}, from seed {settings.first_seed}"
     return [
         "# bnjax reproduction report", "",
         f"Command: `{command}`", "",

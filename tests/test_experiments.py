@@ -154,3 +154,19 @@ def test_the_report_header_says_which_code_changed_while_runs_started(tmp_path):
     old = _provenance({"commit": "abc", "modified": []}, [{"git": "abc+dirty"}, {"git": "abc"}])
     assert old.startswith("clean when the suite started; 1 of 2 runs started with tracked files modified, which ones "
                           "not recorded")
+
+
+def test_first_seed_picks_fresh_seeds_for_every_arm(capsys):
+    from bnjax.experiment import build_arms, seeds_of
+    from experiments import _cli
+
+    exp = next(e for e in _experiments() if e.name == "placement")
+    p = _cli.experiment_parser(exp.doc, exp.workdir, dict(exp.options))
+    s = _cli.settings_from(p, [exp], ["--quick", "--seeds", "2", "--first-seed", "5"])
+    assert {a: list(r) for a, r in seeds_of(build_arms(exp, s), s).items()} == {a: [5, 6] for a in build_arms(exp, s)}
+    default = _cli.settings_from(p, [exp], ["--quick"])
+    assert all(list(r)[0] == 0 for r in seeds_of(build_arms(exp, default), default).values())
+    with pytest.raises(SystemExit) as e:
+        _cli.settings_from(p, [exp], ["--quick", "--first-seed", "-1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "'first_seed': must be >= 0, got -1" in err
