@@ -178,11 +178,17 @@ def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
     Returns:
       The `Verdict`.
     Raises:
-      ValueError: an arm without values, or a NaN value.
+      ValueError: an arm without values, a NaN value, or a value outside ``bounds``.
     """
     x, y = _values("ours", ours), _values("other", other)
     sign = 1.0 if higher else -1.0
     bounds = bounds if bounds is not None else ((0.0, 1.0) if unit == "points" else None)
+    if bounds is not None:
+        for name, v in (("ours", x), ("other", y)):
+            out = v[np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1]))]
+            if out.size:
+                raise ValueError(f"{name}: value {out[0]:g} outside the range {bounds} of unit {unit!r}"
+                                 + (" (accuracies are fractions, not percent)" if unit == "points" else ""))
     div = (max(diverged[0], int(np.sum(~np.isfinite(x)))), max(diverged[1], int(np.sum(~np.isfinite(y)))))
     chance_n = (_at_chance(x, chance, div[0]), _at_chance(y, chance, div[1]))
     spread = x.size >= 2 and y.size >= 2 and np.isfinite(x).all() and np.isfinite(y).all() and (

@@ -343,3 +343,14 @@ def test_span_verdict_is_a_rank_comparison_of_per_seed_widths_in_settings():
     # the better arm first: the reference is still its best column mean (not a row mean, not the grand mean)
     v2, info2 = verdicts.span(peaked, flat, claim="flat wider", within=0.02)
     assert info2["reference"] == pytest.approx(0.90) and info2["seed_widths"] == {"a": [3, 2, 2], "b": [0, 0, 0]}
+
+
+def test_values_outside_their_unit_s_range_are_refused():
+    """Case 9 of issue 30: accuracies given in percent made an inverted interval and a Supported verdict."""
+    with pytest.raises(ValueError, match=r"^ours: value 95 outside the range \(0.0, 1.0\) of unit 'points' "
+                                         r"\(accuracies are fractions, not percent\)"):
+        verdicts.compare([95.0, 96.0, 97.0], [0.90, 0.91, 0.92], claim="c")
+    with pytest.raises(ValueError, match=r"^other: value -1 outside the range \(0.0, 5.0\) of unit 'settings'"):
+        verdicts.compare([1, 2, 3], [-1, 2, 3], claim="c", unit="settings", bounds=(0.0, 5.0))
+    assert verdicts.compare([1.0, 1.0, 0.99], [0.0, 0.01, 0.0], claim="c").outcome == "Supported"  # the ends are in
+    assert verdicts.compare([300.0, 310.0], [5.0, 6.0], claim="c", unit="x").rule == "welch"  # no range: no check
