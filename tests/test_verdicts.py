@@ -354,3 +354,59 @@ def test_values_outside_their_unit_s_range_are_refused():
         verdicts.compare([1, 2, 3], [-1, 2, 3], claim="c", unit="settings", bounds=(0.0, 5.0))
     assert verdicts.compare([1.0, 1.0, 0.99], [0.0, 0.01, 0.0], claim="c").outcome == "Supported"  # the ends are in
     assert verdicts.compare([300.0, 310.0], [5.0, 6.0], claim="c", unit="x").rule == "welch"  # no range: no check
+
+
+def test_the_rank_p_value_is_one_only_when_every_seed_of_both_arms_is_equal():
+    def exact(x, y):  # every split of the pooled values, as in the enumeration test above
+        z, n = np.concatenate([x, y]), len(x)
+        u = lambda a, b: float(np.sum((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])))  # noqa: E731
+        us = np.asarray([u(z[list(i)], z[[j for j in range(len(z)) if j not in i]])
+                         for i in itertools.combinations(range(len(z)), n)])
+        obs = u(np.asarray(x), np.asarray(y))
+        return min(1.0, 2 * min(np.mean(us <= obs + 1e-9), np.mean(us >= obs - 1e-9)))
+
+    for x, y in (([1.0, 1.0, 1.0, 1.0], [2.0, 3.0, 4.0, 5.0]), ([2.0, 3.0, 4.0, 5.0], [1.0] * 4),
+                 ([1.0] * 4, [2.0] * 4), ([1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0])):
+        x, y = np.asarray(x), np.asarray(y)
+        assert verdicts._rank_p(x, y) == pytest.approx(exact(x, y)) and verdicts._rank_p(x, y) < 1.0
+
+
+def test_compare_arms_passes_the_claim_unit_margin_and_direction_through():
+    a = {"per_seed": {"final_train_loss": [0.10, 0.11, 0.12]}, "chance": 0.1, "diverged_at": [None] * 3}
+    b = {**a, "per_seed": {"final_train_loss": [0.30, 0.31, 0.33]}}
+    v = verdicts.compare_arms(a, b, "final_train_loss", claim="lower loss", higher=False, margin=0.05, unit="nats")
+    assert (v.claim, v.unit, v.margin, v.higher, v.outcome) == ("lower loss", "nats", 0.05, False, "Supported")
+
+
+def test_divergence_names_the_first_diverged_step():
+    assert verdicts.divergence([300, None, 120], claim="d").detail == "first at step 120"
+    assert verdicts.divergence([None, None], claim="d").detail == ""
+
+
+def test_span_uses_the_rank_rule_even_when_every_seed_trained():
+    peaked = np.array([[0.60, 0.89, 0.90, 0.89, 0.60], [0.60, 0.60, 0.90, 0.89, 0.60],
+                       [0.60, 0.89, 0.90, 0.60, 0.60], [0.60, 0.89, 0.90, 0.89, 0.89]])
+    flat = np.array([[0.80, 0.82, 0.84, 0.82, 0.80], [0.80, 0.82, 0.88, 0.82, 0.80],
+                     [0.80, 0.82, 0.84, 0.82, 0.80], [0.80, 0.82, 0.84, 0.82, 0.80]])
+    v, info = verdicts.span(flat, peaked, claim="c", within=0.02)
+    assert info["seed_widths"] == {"a": [0, 1, 0, 0], "b": [3, 2, 2, 4]} and v.rule == "rank" and v.diverged == (0, 0)
+
+
+def test_speedup_with_one_seed_or_an_unreached_median_says_so():
+    one = verdicts.speedup([1000], [400, 500], claim="faster")
+    assert (one.outcome, one.rule, one.unit, one.detail, one.claim) == ("Inconclusive", "bootstrap", "x",
+                                                                         "too few seeds for an interval", "faster")
+    assert one.estimate == pytest.approx(1000 / 450) and math.isnan(one.low) and math.isnan(one.high)
+    assert one.n == (2, 1) and one.margin == 1.0
+    neither = verdicts.speedup([None, None], [None, 3], claim="faster")
+    assert math.isnan(neither.estimate) and math.isnan(neither.low) and math.isnan(neither.high)
+    never = verdicts.speedup([100, 120, 130], [None, None, 50], claim="faster")
+    assert never.detail == "the arm's median seed never reached the target" and never.estimate == 0.0
+    reached = verdicts.speedup([100, 120, 130], [50, 60, 70], claim="faster")
+    assert reached.detail == ""
+    # the default seed is 0: the interval is the percentile bootstrap drawn with default_rng(0)
+    a, b = np.asarray([100.0, 120, 130]), np.asarray([50.0, 60, 70])
+    res = sps.bootstrap((a, b), lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
+                        vectorized=True, paired=False, method="percentile", n_resamples=2000,
+                        rng=np.random.default_rng(0))
+    assert (reached.low, reached.high) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high))
