@@ -193,3 +193,51 @@ def test_padding_centres_the_image_and_refuses_a_larger_one():
     assert (rows[0], 31 - rows[-1]) == (2, 3) and (cols[0], 31 - cols[-1]) == (3, 3)
     with pytest.raises(data.DataError, match="larger than image_size=24"):
         data._pad_to(x, 24, "s")
+
+
+@pytest.mark.parametrize("code, dtype", [(0x08, np.uint8), (0x09, np.int8), (0x0B, ">i2"), (0x0C, ">i4"),
+                                         (0x0D, ">f4"), (0x0E, ">f8")])
+def test_idx_files_of_every_element_type_read_back(tmp_path, code, dtype):
+    """IDX as specified (LeCun's format): magic 0, 0, type, ndim; big-endian dimensions; data."""
+    arr = (np.arange(24).reshape(2, 3, 4) - 7).astype(dtype)
+    if code == 0x08:
+        arr = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    raw = bytes([0, 0, code, 3]) + struct.pack(">3I", 2, 3, 4) + arr.astype(dtype).tobytes()
+    (tmp_path / "f").write_bytes(raw)
+    got = data.read_idx(str(tmp_path / "f"))
+    assert got.shape == (2, 3, 4) and np.array_equal(got.astype(np.float64), arr.astype(np.float64))
+
+
+def test_idx_headers_that_are_not_idx_are_named(tmp_path):
+    for name, raw in (("short", b"\x00\x00\x08"), ("first", b"\x01\x00\x08\x01\x00\x00\x00\x01\x05"),
+                      ("second", b"\x00\x01\x08\x01\x00\x00\x00\x01\x05")):
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(data.DataError, match=f"^{tmp_path / name} is not an IDX file \\(bad magic number\\)$"):
+            data.read_idx(str(tmp_path / name))
+    (tmp_path / "scalar").write_bytes(b"\x00\x00\x08\x00")  # a valid header of a 0-d array without its value
+    with pytest.raises(data.DataError, match=r"header says \(\) but holds 0 values \(truncated\?\)"):
+        data.read_idx(str(tmp_path / "scalar"))
+
+
+def test_small_helpers_of_the_data_sources(tmp_path):
+    assert data.first_of_each_class(np.array([3, 1, 3, 0, 1, 2])).tolist() == [3, 1, 5, 0]
+    assert data.first_of_each_class(np.array([3, 1, 3, 0, 1, 2]), limit=2).tolist() == [3, 1]
+    np.savez(tmp_path / "c.npz", x_train=np.zeros((2, 32, 32, 3), np.uint8), y_train=np.zeros(2),
+             x_test=np.zeros((1, 32, 32, 3), np.uint8), y_test=np.zeros(1))
+    np.savez(tmp_path / "m.npz", x_train=np.zeros((2, 28, 28), np.uint8))
+    assert data.natural_images("cifar10") and data.natural_images(f"npz:{tmp_path / 'c.npz'}")
+    assert not data.natural_images(f"npz:{tmp_path / 'm.npz'}") and not data.natural_images("digits")
+    with pytest.raises(data.DataError, match=r"lacks arrays \['y_train', 'x_test', 'y_test'\] \(needs x_train"):
+        data.load(f"npz:{tmp_path / 'm.npz'}")
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((3, 8, 8)), y_train=np.array([0, 1, 12]),
+             x_test=np.zeros((1, 8, 8)), y_test=np.array([0]))
+    with pytest.raises(data.DataError, match=r": 1 train labels outside \[0, 10\) \(e.g. 12\)"):
+        data.load(f"npz:{tmp_path / 'bad.npz'}", num_classes=10, val_fraction=0)
+
+
+def test_a_validation_split_of_one_example_is_allowed_and_of_none_refused():
+    y = np.arange(20) % 2
+    train, val, desc = data.validation_split(y, 0.05, 0)  # 1 of 20
+    assert len(val) == 1 and len(train) == 19 and desc["n_val"] == 1
+    with pytest.raises(data.DataError, match="a validation split of 0 of 20 training examples leaves nothing"):
+        data.validation_split(y, 0.01, 0)

@@ -106,7 +106,7 @@ def test_the_canonical_checksums_are_tfds_s():
             assert recorded.get(tfds_url) == (f.size, f.sha256), tfds_url
 
 
-def test_mnist_trains_from_files_served_on_localhost_without_tensorflow(server, tmp_path, monkeypatch):
+def test_mnist_trains_from_files_served_on_localhost_without_tensorflow(server, tmp_path, monkeypatch, capsys):
     """The full path of --data mnist with TensorFlow absent: tfds cannot prepare MNIST, bnjax
     downloads the four IDX files from the mirror, verifies them, parses them and trains."""
     import bnjax
@@ -118,6 +118,8 @@ def test_mnist_trains_from_files_served_on_localhost_without_tensorflow(server, 
                         data=C.DataConfig(source="mnist", batch_size=16, data_dir=str(tmp_path)), steps=4,
                         eval_every=4)
     run = bnjax.fit(cfg, progress=False)
+    assert f"tfds cannot prepare 'mnist' without tensorflow: using the canonical files in {tmp_path}/bnjax/mnist" \
+        in capsys.readouterr().err
     assert run.history[-1]["step"] == 4 and 0 <= run.summary["final_test_accuracy"] <= 1
     ds = data.load("mnist", data_dir=str(tmp_path), val_fraction=0)
     assert ds.x_train.shape == (64, 28, 28, 1) and ds.y_test.tolist() == (np.arange(32) % 10).tolist()
