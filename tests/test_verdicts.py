@@ -404,9 +404,13 @@ def test_speedup_with_one_seed_or_an_unreached_median_says_so():
     assert never.detail == "the arm's median seed never reached the target" and never.estimate == 0.0
     reached = verdicts.speedup([100, 120, 130], [50, 60, 70], claim="faster")
     assert reached.detail == ""
-    # the default seed is 0: the interval is the percentile bootstrap drawn with default_rng(0)
-    a, b = np.asarray([100.0, 120, 130]), np.asarray([50.0, 60, 70])
+    # the default seed is 0: the interval is the percentile bootstrap drawn with default_rng(0) (arms of 8 seeds, so
+    # that another seed moves the percentiles)
+    a, b = np.asarray([100.0, 113, 121, 130, 142, 155, 161, 178]), np.asarray([50.0, 57, 61, 70, 74, 83, 90, 99])
     res = sps.bootstrap((a, b), lambda x, y, axis=-1: np.median(x, axis=axis) / np.median(y, axis=axis),
                         vectorized=True, paired=False, method="percentile", n_resamples=2000,
                         rng=np.random.default_rng(0))
-    assert (reached.low, reached.high) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high))
+    v = verdicts.speedup(a.tolist(), b.tolist(), claim="faster")
+    assert (v.low, v.high) == pytest.approx((res.confidence_interval.low, res.confidence_interval.high), rel=1e-12)
+    other = verdicts.speedup(a.tolist(), b.tolist(), claim="faster", seed=1)
+    assert (other.low, other.high) != (v.low, v.high)
