@@ -241,3 +241,17 @@ def test_a_validation_split_of_one_example_is_allowed_and_of_none_refused():
     assert len(val) == 1 and len(train) == 19 and desc["n_val"] == 1
     with pytest.raises(data.DataError, match="a validation split of 0 of 20 training examples leaves nothing"):
         data.validation_split(y, 0.01, 0)
+
+
+def test_label_and_padding_errors_name_the_split_the_first_bad_value_and_the_source(tmp_path):
+    path = tmp_path / "l.npz"
+    np.savez(path, x_train=np.zeros((3, 8, 8)), y_train=np.array([0, 1, 2]), x_test=np.zeros((2, 8, 8)),
+             y_test=np.array([0, 11]))
+    with pytest.raises(data.DataError, match=r": 1 test labels outside \[0, 10\) \(e.g. 11\)"):
+        data.load(f"npz:{path}", num_classes=10, val_fraction=0)
+    np.savez(path, x_train=np.zeros((3, 8, 8)), y_train=np.array([0.0, 1.5, 2.25]), x_test=np.zeros((1, 8, 8)),
+             y_test=np.array([0.0]))
+    with pytest.raises(data.DataError, match=r": 2 train labels are not whole numbers \(e.g. 1.5\)"):
+        data.load(f"npz:{path}", val_fraction=0)
+    with pytest.raises(data.DataError, match=r"^data source 'digits': images 8x8 are larger than image_size=4"):
+        data.load("digits", image_size=4)
