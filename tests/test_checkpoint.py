@@ -169,3 +169,24 @@ def test_a_read_only_store_refuses_to_save_and_writes_nothing(tmp_path):
     with pytest.raises(bnjax.checkpoint.CheckpointError, match="opened read-only"):
         ro.save(20, _tiny_state(2.0), {"val_accuracy": 0.6})
     assert sorted(os.listdir(tmp_path / "ck")) == before and ro.steps() == [10]
+
+
+def test_set_aside_moves_each_later_step_beside_the_store_named_by_step_time_and_process(tmp_path):
+    import re
+
+    store = Checkpoints(str(tmp_path / "run" / "checkpoints"), keep=5)
+    for step in (10, 20, 30, 40):
+        store.save(step, _tiny_state(step), {"val_accuracy": step / 100})
+    moved = store.set_aside(20)  # two steps: the aside folder exists for the second
+    assert [os.path.dirname(m) for m in moved] == [str(tmp_path / "run" / "checkpoints_aside")] * 2
+    for m, step in zip(moved, (30, 40), strict=True):
+        assert re.fullmatch(rf"{step}\.\d{{8}}T\d{{6}}\.{os.getpid()}", os.path.basename(m)), m
+    assert store.steps() == [10, 20]
+
+
+def test_restore_reads_the_step_asked_for_not_the_newest(tmp_path):
+    store = Checkpoints(str(tmp_path / "ck"), keep=5)
+    for step in (10, 20):
+        store.save(step, _tiny_state(float(step)), {"val_accuracy": step / 100})
+    old = store.restore(10, _tiny_state(0.0))
+    assert _same(old, _tiny_state(10.0)) and not _same(old, _tiny_state(20.0))
