@@ -149,10 +149,6 @@ class Checkpoints:
             self._mngr.reload()
         return moved
 
-    def best_step(self) -> int | None:
-        """Step of the best checkpoint by validation accuracy (None if unknown)."""
-        return self._mngr.best_step()
-
     def wait(self) -> None:
         """Wait for pending writes (none: saves are synchronous; kept for callers)."""
         self._mngr.wait_until_finished()

@@ -190,3 +190,23 @@ def test_restore_reads_the_step_asked_for_not_the_newest(tmp_path):
         store.save(step, _tiny_state(float(step)), {"val_accuracy": step / 100})
     old = store.restore(10, _tiny_state(0.0))
     assert _same(old, _tiny_state(10.0)) and not _same(old, _tiny_state(20.0))
+
+
+def test_the_store_keeps_exactly_the_last_k_and_the_best_by_validation_accuracy(tmp_path):
+    store = Checkpoints(str(tmp_path / "ck"), keep=1)
+    for step, acc in ((10, 0.9), (20, 0.5), (30, 0.7), (40, 0.6)):
+        store.save(step, _tiny_state(float(step)), {"val_accuracy": acc})
+    assert store.steps() == [10, 40]  # the best (highest), the last; not 30 (the second best)
+
+
+def test_tree_checksums_cover_dtype_shape_and_bytes():
+    from bnjax.checkpoint import tree_checksums
+
+    x = np.arange(6, dtype=np.float32)
+    sums = tree_checksums({"a": x, "b": x.reshape(2, 3), "c": x.view(np.int32), "d": x + 1})
+    assert len(set(sums.values())) == 4 and all(len(v) == 32 for v in sums.values())  # 16-byte BLAKE2b, in hex
+    assert tree_checksums({"a": x.copy()}) == {"['a']": sums["['a']"]}  # content, not identity
+    import hashlib
+    want = hashlib.blake2b(b"<f4(6,)", digest_size=16)
+    want.update(x.tobytes())
+    assert sums["['a']"] == want.hexdigest()
