@@ -187,10 +187,13 @@ def refuse_stale(exps: Sequence[Experiment], settings: Settings) -> None:
     if settings.stale != "refuse" or settings.reanalyze:
         return
     pool = settings.pool or os.path.join(settings.workdir, "runs")
-    stale: dict[str, list[str]] = {}
-    for exp in exps:
-        arms = build_arms(exp, settings)
-        stale.update(pool_lib.stale_runs(arms, seeds_of(arms, settings), pool, steps=settings.steps))
+    arms: dict[str, TrainConfig] = {}
+    seeds: dict[str, range] = {}
+    for exp in exps:  # one check over every section's arms: each data set is loaded once
+        own = build_arms(exp, settings)
+        arms.update({f"{exp.name}/{a}": c for a, c in own.items()})
+        seeds.update({f"{exp.name}/{a}": r for a, r in seeds_of(own, settings).items()})
+    stale = pool_lib.stale_runs(arms, seeds, pool, steps=settings.steps)
     if stale:
         raise pool_lib.StaleRunError(stale)
 
