@@ -45,6 +45,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written, or read back intact."""
 
 
+def multiprocessing_options(process_count: int) -> ocp.options.MultiprocessingOptions:
+    """Orbax's options for ``process_count`` processes: with several (multi-host), only
+    process 0 keeps checkpoints (of host copies of the replicated state), so the manager
+    must not wait for the other processes; alone, orbax's defaults."""
+    if process_count > 1:
+        return ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+    return ocp.options.MultiprocessingOptions()
+
+
 class Checkpoints:
     """A run's checkpoint directory (``WORKDIR/checkpoints``).
 
@@ -64,10 +73,7 @@ class Checkpoints:
             ocm.BestN(get_metric_fn=lambda m: m[BEST_METRIC], reverse=False, n=1,
                       keep_checkpoints_without_metrics=False),
         ])
-        # Multi-host: only process 0 keeps checkpoints (of host copies of the replicated
-        # state), so the manager must not wait for the other processes.
-        multi = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0}) if (
-            jax.process_count() > 1) else ocp.options.MultiprocessingOptions()
+        multi = multiprocessing_options(jax.process_count())
         if not read_only:
             _check_writable(self.directory)
         elif not os.path.isdir(self.directory):

@@ -19,6 +19,7 @@ from bnjax import data as data_lib
 from bnjax import pool as pool_lib
 from bnjax import runlog
 from bnjax.config import ConfigError, TrainConfig
+from bnjax.protocol import METRICS, Protocol
 from bnjax.stats import Run
 from bnjax.timing import Phases
 
@@ -45,6 +46,9 @@ class Settings:
       tier: on 32x32 colour images, "cpu" or "gpu" (the experiments' natural-image
         tiers, `experiments.tiers`); "" on other data.
       tracker: the invocation's `bnjax.progress.SuiteProgress` (None: none).
+      metric: the primary accuracy metric of the comparisons (`bnjax.protocol.METRICS`):
+        the test accuracy at the last evaluation, or at the validation-selected one.
+      protocol: the confirmatory protocol that sets the seeds and the metric (None: a pilot).
     """
 
     workdir: str
@@ -62,6 +66,8 @@ class Settings:
     reanalyze: bool = False
     tier: str = ""
     tracker: Any = None
+    metric: str = "final_test_accuracy"
+    protocol: Protocol | None = None
 
     def __post_init__(self):
         if self.tier not in ("", "cpu", "gpu"):
@@ -70,6 +76,8 @@ class Settings:
             raise ConfigError("seeds", f"must be >= 1, got {self.seeds}")
         if self.first_seed < 0:
             raise ConfigError("first_seed", f"must be >= 0, got {self.first_seed}")
+        if self.metric not in METRICS:
+            raise ConfigError("metric", f"{self.metric!r} is not one of {METRICS}")
         if self.steps is not None and self.steps < 1:
             raise ConfigError("steps", f"must be >= 1, got {self.steps}")
         if self.runs not in pool_lib.RUNS_MODES:
@@ -121,10 +129,14 @@ def build_arms(exp: Experiment, settings: Settings) -> dict[str, TrainConfig]:
     return arms
 
 
-def seeds_of(arms: Mapping[str, TrainConfig], settings: Settings) -> dict[str, range]:
-    """Each arm's seeds: ``settings.seeds`` or `default_seeds` of them, from ``settings.first_seed``."""
-    k = settings.first_seed
-    return {arm: range(k, k + (settings.seeds or default_seeds(cfg))) for arm, cfg in arms.items()}
+def seeds_of(arms: Mapping[str, TrainConfig], settings: Settings, section: str = "") -> dict[str, range]:
+    """Each arm's seeds, from ``settings.first_seed``: ``settings.seeds`` of them, else what
+    the protocol gives ``section``'s arms of that network kind, else `default_seeds`."""
+    k, proto = settings.first_seed, settings.protocol
+
+    def n(cfg: TrainConfig) -> int:
+        return settings.seeds or (proto and proto.seeds_for(section, cfg.model.arch)) or default_seeds(cfg)
+    return {arm: range(k, k + n(cfg)) for arm, cfg in arms.items()}
 
 
 def run_dirs_of(exps: Sequence[Experiment], settings: Settings, pool: str) -> list[str]:
@@ -132,7 +144,7 @@ def run_dirs_of(exps: Sequence[Experiment], settings: Settings, pool: str) -> li
     out: set[str] = set()
     for exp in exps:
         arms = build_arms(exp, settings)
-        out |= set(pool_lib.run_dirs(arms, seeds_of(arms, settings), pool, steps=settings.steps))
+        out |= set(pool_lib.run_dirs(arms, seeds_of(arms, settings, exp.name), pool, steps=settings.steps))
     return sorted(out)
 
 
@@ -157,7 +169,7 @@ def run_experiment(exp: Experiment, settings: Settings) -> dict:
     os.makedirs(settings.workdir, exist_ok=True)
     timing: dict = {}
     phases = Phases()
-    seeds = seeds_of(arms, settings)
+    seeds = seeds_of(arms, settings, exp.name)
     pool = settings.pool or os.path.join(settings.workdir, "runs")
     view = os.path.join(settings.workdir, "tensorboard")  # runs by arm and seed (bnjax.events); as in train_share
     t0 = time.perf_counter()
@@ -192,7 +204,7 @@ def refuse_stale(exps: Sequence[Experiment], settings: Settings) -> None:
     for exp in exps:  # one check over every section's arms: each data set is loaded once
         own = build_arms(exp, settings)
         arms.update({f"{exp.name}/{a}": c for a, c in own.items()})
-        seeds.update({f"{exp.name}/{a}": r for a, r in seeds_of(own, settings).items()})
+        seeds.update({f"{exp.name}/{a}": r for a, r in seeds_of(own, settings, exp.name).items()})
     stale = pool_lib.stale_runs(arms, seeds, pool, steps=settings.steps)
     if stale:
         raise pool_lib.StaleRunError(stale)
@@ -209,7 +221,7 @@ def train_share(exp: Experiment, settings: Settings, phases: Phases | None = Non
     """
     arms = build_arms(exp, settings)
     pool = settings.pool or os.path.join(settings.workdir, "runs")
-    return pool_lib.train_unheld(arms, seeds_of(arms, settings), pool,
+    return pool_lib.train_unheld(arms, seeds_of(arms, settings, exp.name), pool,
                                  runs=settings.runs, stale=settings.stale, progress=settings.progress,
                                  steps=settings.steps, phases=phases, start=start,
                                  view=os.path.join(settings.workdir, "tensorboard"))

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping, MutableMapping, Sequence
 
 from bnjax.stats import diverged_text, fmt
-from bnjax.verdicts import FDR_Q, RULES, Verdict, control_fdr
+from bnjax.verdicts import FDR_Q, LEVEL, RULES, Verdict, control_fdr
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -97,30 +97,74 @@ def _counts(v: Verdict) -> str:
 
 
 def verdict_line(v: Verdict) -> str:
-    """One verdict as a Markdown list item: outcome, claim, estimate with its interval,
-    the rule, n (and diverged / at-chance seeds), the p-value and the FDR mark."""
-    unit = f" {v.unit}" if v.unit not in ("", "x") else ""
+    """One verdict as a Markdown list item: outcome (and, for the equivalence outcome, that
+    any effect is below the SESOI), claim, estimate with its interval, the rule, n (and
+    diverged / at-chance seeds), the p-value, the design's power at the SESOI (for an
+    Inconclusive verdict, what the design could detect, or that it cannot decide) and the
+    FDR mark."""
     if v.rule == "seed count":
-        body = f"{int(v.estimate)}/{v.n[0]} seeds diverged" + (f", {v.detail}" if v.detail else "")
-    elif v.rule == "bootstrap":
-        ci = (f"95% CI {_times(v.low)} to {_times(v.high)}, percentile bootstrap over seeds"
-              if v.low == v.low else "no interval")
-        body = (f"{v.detail} ({_counts(v)})" if math.isnan(v.estimate) else
-                f"speed-up {_times(v.estimate)} ({ci}; {_counts(v)}"
-                + (f"; p = {v.p:.2g}" if v.p is not None else "") + ")" + (f"; {v.detail}" if v.detail else ""))
+        body = (f"{int(v.estimate)}/{v.n[0]} seeds diverged (rate 95% CI {v.low:.2f} to {v.high:.2f}, exact binomial "
+                f"test against 1/2; p = {v.p:.2g})" if v.p is not None else f"{int(v.estimate)}/{v.n[0]} seeds diverged")
+        body += f", {v.detail}" if v.detail else ""
+    elif v.unit == "x":
+        body = _ratio_body(v)
     else:
-        what = "difference of means" if v.rule == "welch" else "Hodges-Lehmann shift"
-        rule = "Welch" if v.rule == "welch" else "exact rank interval (Mann-Whitney)"
-        lo, hi = _num(v.low, v.unit), _num(v.high, v.unit)
-        ci = f"95% CI {lo} to {hi}, {rule}" if v.low == v.low else f"no interval: {v.detail}"
-        bar = f"; the claim needs it {'above' if v.higher else 'below'} {_num(v.margin if v.higher else -v.margin, v.unit)}" \
-            if v.margin else ""
-        p = f"; p = {v.p:.2g}" if v.p is not None else ""
-        note = f"; {v.detail}" if v.detail and v.low == v.low else ""
-        body = f"{what} {_num(v.estimate, v.unit)}{unit} ({ci}; {_counts(v)}{p}{bar}{note})"
+        body = _difference_body(v)
+    outcome = f"**{v.outcome}**" + (f" (any {'gain' if v.higher else 'drop'} is smaller than "
+                                    f"{_num(v.sesoi, v.unit, signed=False)}{_unit(v)}, the smallest effect of "
+                                    "interest)" if v.negligible else "")
     fdr = {True: "", False: f" Does **not** survive the report's false-discovery-rate control (q = {FDR_Q:g}).",
            None: ""}[v.fdr_survives]
-    return f"- **{v.outcome}**: {v.claim} — {body}.{fdr}"
+    return f"- {outcome}: {v.claim} — {body}.{_design_text(v)}{fdr}"
+
+
+def _unit(v: Verdict) -> str:
+    return f" {v.unit}" if v.unit not in ("", "x") else ""
+
+
+def _ratio_body(v: Verdict) -> str:
+    if math.isnan(v.estimate):
+        return f"{v.detail} ({_counts(v)})"
+    rule = "exact rank interval on log steps" if v.rule == "rank" else "percentile bootstrap over seeds"
+    ci = f"95% CI {_times(v.low)} to {_times(v.high)}, {rule}" if v.low == v.low else "no interval"
+    p = f"; p = {v.p:.2g}" if v.p is not None else ""
+    return f"speed-up {_times(v.estimate)} ({ci}; {_counts(v)}{p})" + (f"; {v.detail}" if v.detail else "")
+
+
+def _difference_body(v: Verdict) -> str:
+    what = "difference of means" if v.rule == "welch" else "Hodges-Lehmann shift"
+    rule = "Welch" if v.rule == "welch" else "exact rank interval (Mann-Whitney)"
+    lo, hi = _num(v.low, v.unit), _num(v.high, v.unit)
+    ci = f"95% CI {lo} to {hi}, {rule}" if v.low == v.low else f"no interval: {v.detail}"
+    bar = f"; the claim needs it {'above' if v.higher else 'below'} {_num(v.margin if v.higher else -v.margin, v.unit)}" \
+        if v.margin else ""
+    p = f"; p = {v.p:.2g}" if v.p is not None else ""
+    note = f"; {v.detail}" if v.detail and v.low == v.low else ""
+    return f"{what} {_num(v.estimate, v.unit)}{_unit(v)} ({ci}; {_counts(v)}{p}{bar}{note})"
+
+
+def effect_text(d: float, v: Verdict) -> str:
+    """An effect in the verdict's unit: a speed-up as a ratio, a divergence rate as one."""
+    if v.unit == "x":
+        return f"{d:.2f}x"
+    if v.unit == "seeds":
+        return f"a divergence rate of {0.5 + d:.2f}"
+    return f"{_num(d, v.unit, signed=False)}{_unit(v)}"
+
+
+def _design_text(v: Verdict) -> str:
+    """What the design could do: its power at the SESOI; for an Inconclusive verdict also
+    the smallest effect it detects with 80% power, or that it cannot decide at all."""
+    if v.min_p is not None and v.min_p > 1 - LEVEL:
+        return (f" The design cannot decide: at n = {' vs '.join(map(str, v.n))} the rule's smallest attainable p is "
+                f"{v.min_p:.2g}, so no outcome can reach p < {1 - LEVEL:.2g}.")
+    if v.power is None or v.sesoi is None:
+        return ""
+    text = f" Power at the SESOI ({effect_text(v.sesoi, v)}): {v.power:.2f}"
+    if v.outcome == "Inconclusive":
+        text += ("; the design detects " + effect_text(v.detectable, v) + " with 80% power" if v.detectable is not None
+                 else "; no effect the design can detect with 80% power")
+    return text + "."
 
 
 def finalize(sections: MutableMapping[str, dict]) -> dict:

@@ -180,7 +180,7 @@ NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation
                   "models", "norm", "optim", "parallel", "prng", "programs", "record", "renorm", "train")
 # xla_cache: a cached program computes bitwise what a fresh compile does
 OTHER_MODULES = ("__init__", "analysis", "breakdown", "download", "events", "experiment", "plots", "pool", "power",
-                 "progress", "report", "runlog", "stats", "timing", "verdicts", "xla_cache")
+                 "progress", "protocol", "ranks", "report", "runlog", "stats", "timing", "verdicts", "xla_cache")
 
 
 @functools.lru_cache(maxsize=1)

@@ -2,33 +2,37 @@
 
 A `Verdict` holds the claim, its outcome (Supported / Contradicted / Inconclusive), the
 estimate and its 95% interval, n and the diverged and at-chance seeds per arm, the rule
-that decided it and its p-value. The report renders it (`bnjax.report.verdict_line`);
-results.json stores it (`Verdict.to_dict`). The rules, stated in every report by `RULES`:
+that decided it, its p-value, the smallest effect of interest (SESOI) and the design's power
+at it. The report renders it (`bnjax.report.verdict_line`); results.json stores it
+(`Verdict.to_dict`). The rules, stated in every report by `RULES`:
 
-* **Comparisons of per-seed values** (`compare`). Two one-sided tests at 2.5% each,
-  i.e. a two-sided 95% interval for the difference, against the claim's margin:
-  **Supported** when the whole interval lies beyond the margin in the claimed direction,
-  **Contradicted** when it lies wholly on the other side, **Inconclusive** otherwise.
-  - When every seed of both arms trained (none diverged, none at chance) the interval is
-    Welch's for the difference of means (``scipy.stats.ttest_ind(equal_var=False)``),
-    clipped to what the metric allows (an accuracy difference lies in [-100, +100]
-    points).
-  - Otherwise the outcomes are bimodal and a mean misleads: a diverged seed is the worst
-    outcome (chance accuracy, infinite loss), every seed is ranked, and the estimate is
-    the Hodges-Lehmann shift (median of all pairwise differences) with its exact
-    distribution-free interval from the Mann-Whitney U distribution (Bauer 1972; the
-    order statistics of the pairwise differences). At n = 3 vs 3 no such interval is
-    narrower than everything, so such a claim is Inconclusive whatever the values.
+* **The rule is the design's, not the data's.** Each claim names its rule before the runs:
+  Welch for arms that cannot collapse, the exact rank rule where an arm can (diverge or end
+  at chance) and for discrete statistics. A worse competitor never switches the rule.
+* **Comparisons of per-seed values** (`compare`): a two-sided 95% interval for the
+  difference, against the claim's margin: **Supported** when the whole interval lies beyond
+  the margin in the claimed direction, **Contradicted** when it lies wholly on the other
+  side, **Inconclusive** otherwise; for a claim of any gain (margin 0), an interval wholly
+  below the SESOI is **Contradicted** as negligible ("any gain is smaller than 0.5 points",
+  an equivalence-style outcome). The p-value is that of the test that decided (against the
+  margin, or against the SESOI), at most 5% exactly when its bar lies outside the interval.
+  - Welch: the difference of means with Welch's interval
+    (``scipy.stats.ttest_ind(equal_var=False)``), clipped to what the metric allows. A seed
+    with an infinite value, or no spread in either arm, leaves it without an interval.
+  - Rank (`bnjax.ranks`): the Hodges-Lehmann shift with its exact distribution-free
+    interval and the p-value that inverts it; a diverged seed ranks worst. Where seeds
+    collapse, the line also gives the counts and the mean difference over all seeds, so a
+    shift of the typical seed is not read as the arm's mean. At 3 vs 3 seeds its smallest
+    attainable p is 0.10: such a design cannot decide, and its line says so.
 * **Spans of good settings** (`span`): a setting is good for a seed when its accuracy is
-  within the tolerance of a common reference, the best mean accuracy either arm reaches
-  at any setting; a seed's span is its longest run of consecutive good settings (none if
-  it has no good setting). Per-seed spans are compared by the rank rule above.
-* **Speed-ups** (`speedup`): the ratio of median steps to a target, a seed that never
-  reached counting as infinitely many steps; a percentile bootstrap 95% interval over
-  seeds. When neither arm's median seed reaches the target there is no ratio:
-  Inconclusive, said in words.
-* **Divergence** (`divergence`): by counting seeds; Supported only when every seed
-  diverged.
+  within the tolerance of its arm's reference, the best mean accuracy the arm reaches at any
+  setting (widths, not levels); a seed's span is its longest run of consecutive good
+  settings. Per-seed spans are compared by the rank rule.
+* **Speed-ups** (`speedup`): the exact rank rule on log steps to the target (a seed that
+  never reached: infinitely many), the ratio ``exp`` of the shift; SESOI 1.2x.
+* **Divergence** (`divergence`): the exact binomial test of the divergence rate against 1/2.
+* **Power** (`bnjax.power.design`): each verdict carries its design's power at the SESOI,
+  the smallest effect it detects with 80% power and its smallest attainable p.
 * **Multiplicity** (`control_fdr`): over all verdicts of a report that have a p-value,
   Benjamini-Hochberg at q = 0.05 (``scipy.stats.false_discovery_control``); a Supported
   or Contradicted verdict whose adjusted p-value exceeds q is marked as not surviving.
@@ -46,24 +50,34 @@ from typing import Any
 import numpy as np
 from scipy import stats as sps
 
+from bnjax import power, ranks
+
 OUTCOMES = ("Supported", "Contradicted", "Inconclusive")
 LEVEL = 0.95
 FDR_Q = 0.05
 AT_CHANCE = 1.5  # a seed is "at chance" when its accuracy is at most 1.5x chance (15% for 10 classes)
+# The smallest effect of interest per unit (docs/reproducing.md argues each): 0.5 points of
+# accuracy, 0.05 nats of loss, one setting of a sweep's grid, a 1.2x speed-up, a divergence
+# rate 0.4 away from one half (the seed-count rule's test is against 1/2). None: no SESOI.
+SESOI = {"points": 0.005, "nats": 0.05, "settings": 1.0, "x": 1.2, "seeds": 0.4}
 
 RULES = ("Verdicts are values (claim, outcome, estimate, 95% interval, n, diverged and at-chance seeds, rule, "
-         "p-value), stored in each section's results.json. A comparison is **Supported** when its two-sided 95% "
-         "interval lies wholly beyond the claim's margin in the claimed direction, **Contradicted** when it lies "
-         "wholly on the other side, **Inconclusive** otherwise. When every seed of both arms trained, the interval "
-         "is Welch's for the difference of means, clipped to what accuracy allows; when any seed diverged or ended "
-         f"at chance (accuracy at most {AT_CHANCE:g}x chance), outcomes are bimodal: a diverged seed ranks worst "
-         "(chance accuracy, infinite loss) and the estimate is the Hodges-Lehmann shift with its exact Mann-Whitney "
-         "interval, which at n = 3 vs 3 cannot exclude anything. Spans of good learning rates are measured against "
-         "one reference for both arms (the best mean accuracy either reaches), per seed, as the longest run of "
-         "consecutive good settings, and compared by that rank rule. Speed-ups: ratio of median steps to the "
-         "target with a percentile-bootstrap interval; neither median reaching is Inconclusive. A report's "
-         f"p-values are controlled for a false-discovery rate of {FDR_Q:g} (Benjamini-Hochberg): a Supported or "
-         "Contradicted verdict that does not survive it says so.")
+         "p-value, smallest effect of interest and power), stored in each section's results.json. Each claim's rule "
+         "is fixed by its design before the runs, never by their values: Welch's interval for the difference of "
+         "means where no arm can collapse; the exact rank rule (Hodges-Lehmann shift, its exact Mann-Whitney "
+         "interval and the p-value that inverts it) where an arm can diverge or end at chance "
+         f"(accuracy at most {AT_CHANCE:g}x chance) and for discrete statistics, with the collapsed seeds counted "
+         "and the mean difference given beside it. A comparison is **Supported** when its two-sided 95% interval "
+         "lies wholly beyond the claim's margin in the claimed direction, **Contradicted** when it lies wholly on "
+         "the other side, and, for a claim of any gain, also when it lies wholly below the smallest effect of "
+         "interest (SESOI: 0.5 points of accuracy, 0.05 nats of loss, one grid setting of a span, a 1.2x speed-up; "
+         "the line says that any gain is smaller), **Inconclusive** otherwise. Spans of good learning rates are "
+         "measured per seed against each arm's own best mean accuracy (widths, not levels) and compared by the "
+         "rank rule. Speed-ups: the exact rank rule on log steps to the target. Divergence: the exact binomial "
+         "test of the rate against 1/2. Every verdict states its design's power at the SESOI; an Inconclusive one "
+         "says what its design could detect with 80% power, or that its design cannot reach p < 0.05 at all. A "
+         f"report's p-values are controlled for a false-discovery rate of {FDR_Q:g} (Benjamini-Hochberg): a "
+         "Supported or Contradicted verdict that does not survive it says so.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +101,14 @@ class Verdict:
       detail: words the rule adds (e.g. that neither arm reached the target).
       fdr_survives: after `control_fdr`: whether a Supported / Contradicted outcome
         survives the report's false-discovery-rate control; None when not assessed.
+      sesoi: the smallest effect of interest (in ``unit``s; a ratio for "x").
+      negligible: a Contradicted outcome because any effect is smaller than the SESOI.
+      sd: per arm, the standard deviation over its seeds (finite values; for speed-ups,
+        of log steps), the spread the power is computed from.
+      power: the design's power at the SESOI (`bnjax.power.design`); None without one.
+      detectable: the smallest effect the design detects with 80% power (None: none it
+        can, e.g. a rank design whose smallest p is above 5%).
+      min_p: the smallest p-value the design can give (rank rules; None: no floor).
     """
 
     claim: str
@@ -104,6 +126,12 @@ class Verdict:
     higher: bool = True
     detail: str = ""
     fdr_survives: bool | None = None
+    sesoi: float | None = None
+    negligible: bool = False
+    sd: tuple[float, ...] = ()
+    power: float | None = None
+    detectable: float | None = None
+    min_p: float | None = None
 
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
@@ -120,7 +148,7 @@ class Verdict:
         if unknown:
             raise ValueError(f"unknown verdict fields {sorted(unknown)}")
         v = {k: (float(x) if isinstance(x, str) and x in ("inf", "-inf", "nan") else x) for k, x in d.items()}
-        for k in ("n", "diverged", "at_chance"):
+        for k in ("n", "diverged", "at_chance", "sd"):
             v[k] = tuple(v.get(k, ()))
         return cls(**v)
 
@@ -131,15 +159,25 @@ def _json_number(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def _outcome(low: float, high: float, *, margin: float, higher: bool) -> str:
-    """Supported when [low, high] lies beyond the bar in the claimed direction (above
-    ``+margin`` when ``higher``, below ``-margin`` otherwise), Contradicted when wholly on
-    the other side, else Inconclusive (an interval that touches the bar included)."""
+def _outcome(low: float, high: float, *, margin: float, higher: bool, sesoi: float | None = None
+             ) -> tuple[str, bool]:
+    """``(outcome, negligible)``: Supported when [low, high] lies beyond the bar in the
+    claimed direction (above ``+margin`` when ``higher``, below ``-margin`` otherwise),
+    Contradicted when wholly on the other side, else Inconclusive (an interval that touches
+    the bar included); for a claim of any gain (margin 0), an interval wholly below the
+    ``sesoi`` in the claimed direction is Contradicted too, as negligible (an
+    equivalence-style outcome: any gain is smaller than the smallest effect of interest)."""
     sign = 1.0 if higher else -1.0
     if math.isnan(low) or math.isnan(high):
-        return "Inconclusive"
+        return "Inconclusive", False
     lo, hi = sorted((sign * low - margin, sign * high - margin))  # the claim, turned to "above margin"
-    return "Supported" if lo > 0 else "Contradicted" if hi < 0 else "Inconclusive"
+    if lo > 0:
+        return "Supported", False
+    if hi < 0:
+        return "Contradicted", False
+    if sesoi is not None and margin == 0 and hi < sesoi:
+        return "Contradicted", True
+    return "Inconclusive", False
 
 
 def _values(name: str, values: Sequence[float]) -> np.ndarray:
@@ -159,9 +197,10 @@ def _at_chance(v: np.ndarray, chance: float | None, diverged: int) -> int:
 
 def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher: bool = True,
             margin: float = 0.0, unit: str = "points", diverged: tuple[int, int] = (0, 0),
-            chance: float | None = None, bounds: tuple[float, float] | None = None, rank: bool = False) -> Verdict:
+            chance: float | None = None, bounds: tuple[float, float] | None = None, rule: str = "welch",
+            sesoi: float | None = None) -> Verdict:
     """Test the claim that ``ours`` is higher (``higher``) or lower than ``other`` by more
-    than ``margin``, from per-seed values (the module's comparison rule).
+    than ``margin``, from per-seed values, by the ``rule`` the design chose (module docstring).
 
     Args:
       ours, other: per-seed values; a diverged seed must already hold its worst value
@@ -170,120 +209,122 @@ def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
       higher, margin: the claim is ``mean(ours) - mean(other) > margin`` (``< -margin``
         when not ``higher``); margin in the values' units (0.01: one point).
       unit: how the values read (see `Verdict`).
-      diverged: per arm, how many seeds diverged (they force the rank rule).
+      diverged: per arm, how many seeds diverged.
       chance: chance accuracy, to count seeds at chance (accuracy metrics only).
       bounds: the range of the values (accuracy: (0, 1), the default for "points"):
         intervals are clipped to the range of a difference.
-      rank: use the rank rule even when every seed trained (discrete statistics).
+      rule: "welch" (arms that cannot collapse) or "rank" (arms that can, and discrete
+        statistics), chosen by the design before the runs, never by their values.
+      sesoi: the smallest effect of interest (default `SESOI` of the unit).
     Returns:
-      The `Verdict`.
+      The `Verdict`, with the design's power at the SESOI.
     Raises:
-      ValueError: an arm without values, a NaN value, or a value outside ``bounds``.
+      ValueError: an arm without values, a NaN value, a value outside ``bounds``, an
+        unknown rule.
     """
+    if rule not in ("welch", "rank"):
+        raise ValueError(f"rule must be 'welch' or 'rank', got {rule!r}")
     x, y = _values("ours", ours), _values("other", other)
-    sign = 1.0 if higher else -1.0
     bounds = bounds if bounds is not None else ((0.0, 1.0) if unit == "points" else None)
-    if bounds is not None:
-        for name, v in (("ours", x), ("other", y)):
-            out = v[np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1]))]
-            if out.size:
-                raise ValueError(f"{name}: value {out[0]:g} outside the range {bounds} of unit {unit!r}"
-                                 + (" (accuracies are fractions, not percent)" if unit == "points" else ""))
+    _check_bounds(x, y, bounds, unit)
     div = (max(diverged[0], int(np.sum(~np.isfinite(x)))), max(diverged[1], int(np.sum(~np.isfinite(y)))))
     chance_n = (_at_chance(x, chance, div[0]), _at_chance(y, chance, div[1]))
-    spread = x.size >= 2 and y.size >= 2 and np.isfinite(x).all() and np.isfinite(y).all() and (
-        np.ptp(x) > 0 or np.ptp(y) > 0)  # exact: [0.9] * 3 has a std of 1e-16
+    sesoi = SESOI.get(unit) if sesoi is None else sesoi
+    bar = (1.0 if higher else -1.0) * margin  # the claim: the difference beyond ``bar`` in its direction
     common = dict(claim=claim, unit=unit, n=(x.size, y.size), diverged=div, at_chance=chance_n, margin=margin,
-                  higher=higher)
+                  higher=higher, rule=rule, sesoi=sesoi, sd=_sds(x, y),
+                  **power.design(rule, _sds(x, y), (x.size, y.size), effect=sesoi))
+    bimodal = _bimodal_text(x, y, div, chance_n, unit) if any(div) or any(chance_n) else ""
     if x.size < 2 or y.size < 2:
-        with np.errstate(invalid="ignore"):
-            est = float(np.median(_pairwise(x, y)))
-        return Verdict(outcome="Inconclusive", estimate=est, low=math.nan, high=math.nan, rule="rank",
-                       detail="too few seeds for an interval", **common)
-    if not rank and not any(div) and not any(chance_n) and spread:
-        est = float(x.mean() - y.mean())
-        ci = sps.ttest_ind(x, y, equal_var=False).confidence_interval(confidence_level=LEVEL)
-        low, high = float(ci.low), float(ci.high)
-        p = float(sps.ttest_ind(x, y + sign * margin, equal_var=False).pvalue)
-        rule = "welch"
-    else:
-        est, low, high = hodges_lehmann(x, y)
-        p = _rank_p(x, y + sign * margin)
-        rule = "rank"
-        if math.isinf(low) and math.isinf(high):
-            common["detail"] = f"at n = {x.size} vs {y.size} the exact rank interval cannot exclude any shift"
+        return Verdict(outcome="Inconclusive", estimate=float(np.median(ranks.pairwise(x, y))), low=math.nan,
+                       high=math.nan, detail="too few seeds for an interval", **common)
+    if rule == "welch" and _welch_undefined(x, y):
+        return Verdict(outcome="Inconclusive", estimate=float(x.mean() - y.mean()), low=math.nan, high=math.nan,
+                       detail=_welch_undefined(x, y), **common)
+    est, low, high, p_at = _welch(x, y) if rule == "welch" else _rank(x, y)
     if bounds is not None:
         span = bounds[1] - bounds[0]
         low, high = max(low, -span), min(high, span)
-    return Verdict(outcome=_outcome(low, high, margin=margin, higher=higher), estimate=est, low=low, high=high,
-                   rule=rule, p=p, **common)
+    return _decide(est, low, high, p_at, bar=bar, detail=bimodal, **common)
+
+
+def _welch(x: np.ndarray, y: np.ndarray):
+    """Welch's difference of means, its 95% interval and its p-value as a function of the bar."""
+    ci = sps.ttest_ind(x, y, equal_var=False).confidence_interval(confidence_level=LEVEL)
+    return (float(x.mean() - y.mean()), float(ci.low), float(ci.high),
+            lambda b: float(sps.ttest_ind(x, y + b, equal_var=False).pvalue))
+
+
+def _rank(x: np.ndarray, y: np.ndarray):
+    """The Hodges-Lehmann shift, its exact interval and the p-value that inverts it (`bnjax.ranks`)."""
+    return (*ranks.hodges_lehmann(x, y), lambda b: ranks.rank_p(x, y, b))
+
+
+def _decide(est: float, low: float, high: float, p_at, *, bar: float, detail: str = "", **common) -> Verdict:
+    """The verdict of an interval against the claim's bar and the SESOI (`_outcome`), with
+    the p-value of the test that decided it: against the bar, or against the SESOI for the
+    equivalence outcome (each at most 5% exactly when its bar lies outside the interval)."""
+    outcome, negligible = _outcome(low, high, margin=common["margin"], higher=common["higher"], sesoi=common["sesoi"])
+    sign = 1.0 if common["higher"] else -1.0
+    p = p_at(bar + sign * common["sesoi"]) if negligible else p_at(bar)
+    return Verdict(outcome=outcome, estimate=est, low=low, high=high, p=p, negligible=negligible, detail=detail,
+                   **common)
+
+
+def _check_bounds(x: np.ndarray, y: np.ndarray, bounds: tuple[float, float] | None, unit: str) -> None:
+    if bounds is None:
+        return
+    for name, v in (("ours", x), ("other", y)):
+        out = v[np.isfinite(v) & ((v < bounds[0]) | (v > bounds[1]))]
+        if out.size:
+            raise ValueError(f"{name}: value {out[0]:g} outside the range {bounds} of unit {unit!r}"
+                             + (" (accuracies are fractions, not percent)" if unit == "points" else ""))
+
+
+def _sds(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Each arm's sample standard deviation over its finite values (0 with fewer than 2)."""
+    def sd(v):
+        v = v[np.isfinite(v)]
+        return float(np.std(v, ddof=1)) if v.size >= 2 else 0.0
+    return sd(x), sd(y)
+
+
+def _welch_undefined(x: np.ndarray, y: np.ndarray) -> str:
+    """Why Welch's interval does not exist for these seeds ("" when it does)."""
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        return "a seed's value is infinite (it diverged): the design's Welch rule has no interval"
+    if np.ptp(x) == 0 and np.ptp(y) == 0:  # exact: [0.9] * 3 has a std of 1e-16
+        return "every seed of each arm has the same value: Welch's interval is undefined"
+    return ""
+
+
+def _bimodal_text(x: np.ndarray, y: np.ndarray, div: tuple[int, int], chance_n: tuple[int, int], unit: str) -> str:
+    """Words for outcomes that split into trained and collapsed seeds: the mean difference
+    over all seeds (which way the collapsed seeds pull) beside the rule's estimate."""
+    with np.errstate(invalid="ignore"):
+        d = float(np.mean(x) - np.mean(y))
+    scale, name = (100.0, " points") if unit == "points" else (1.0, f" {unit}" if unit else "")
+    mean = "undefined (infinite values)" if math.isnan(d) else f"{d * scale:+.2f}{name}"
+    return (f"seeds collapsed (diverged or at chance): {div[0] + chance_n[0]}/{x.size} of ours, "
+            f"{div[1] + chance_n[1]}/{y.size} of the other; the mean difference over all seeds is {mean}")
 
 
 def compare_arms(ours: Mapping, other: Mapping, metric: str, *, claim: str, higher: bool = True,
-                 margin: float = 0.0, unit: str = "points") -> Verdict:
+                 margin: float = 0.0, unit: str = "points", rule: str = "welch") -> Verdict:
     """`compare` of two arms' summaries (`bnjax.stats.summarize`): their per-seed
     ``metric``, their diverged seeds and, for accuracies, their chance level."""
     acc = metric.endswith("accuracy")
     return compare(ours["per_seed"][metric], other["per_seed"][metric], claim=claim, higher=higher, margin=margin,
-                   unit=unit, chance=ours.get("chance") if acc else None,
+                   unit=unit, chance=ours.get("chance") if acc else None, rule=rule,
                    diverged=tuple(sum(d is not None for d in a["diverged_at"]) for a in (ours, other)))
-
-
-def _pairwise(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        d = x[:, None] - y[None, :]
-    return np.where(np.isnan(d), 0.0, d).ravel()  # inf - inf: two diverged seeds tie
-
-
-def u_cdf(n: int, m: int) -> np.ndarray:
-    """The exact null distribution of the Mann-Whitney U statistic for samples of sizes
-    ``n`` and ``m`` without ties: ``P(U <= u)`` for u = 0 .. n*m (the count of
-    arrangements by the recurrence c(n, m, u) = c(n-1, m, u-m) + c(n, m-1, u))."""
-    table = [[None] * (m + 1) for _ in range(n + 1)]
-    for i in range(n + 1):
-        for j in range(m + 1):
-            if i == 0 or j == 0:
-                table[i][j] = np.array([1.0])
-                continue
-            a, b = table[i - 1][j], table[i][j - 1]
-            c = np.zeros(i * j + 1)
-            c[j:j + a.size] += a
-            c[:b.size] += b
-            table[i][j] = c
-    counts = table[n][m]
-    return np.cumsum(counts) / counts.sum()
-
-
-def hodges_lehmann(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """The Hodges-Lehmann shift of ``x`` over ``y`` (median of the pairwise differences)
-    and its exact distribution-free 95% interval: the k-th smallest and k-th largest
-    pairwise differences, k the largest with P(U <= k - 1) <= 2.5% (Bauer 1972). Returns
-    ``(estimate, low, high)``; the interval is (-inf, inf) when no k exists (n = 3 vs 3)."""
-    d = np.sort(_pairwise(np.asarray(x, float), np.asarray(y, float)))
-    cdf = u_cdf(len(x), len(y))
-    ks = np.flatnonzero(cdf <= (1 - LEVEL) / 2)  # u with P(U <= u) <= alpha/2; k = u + 1
-    est = float(np.median(d))
-    if ks.size == 0:
-        return est, -math.inf, math.inf
-    k = int(ks[-1]) + 1
-    return est, float(d[k - 1]), float(d[d.size - k])
-
-
-def _rank_p(x: np.ndarray, y: np.ndarray) -> float:
-    """Two-sided p-value of the Mann-Whitney U test, exact over all arrangements (ties
-    and infinite values allowed)."""
-    if np.all(x == x[0]) and np.all(y == x[0]):
-        return 1.0
-    res = sps.mannwhitneyu(x, y, alternative="two-sided",
-                           method=sps.PermutationMethod(n_resamples=20_000, rng=np.random.default_rng(0)))
-    return float(res.pvalue)
 
 
 def good_span(values: np.ndarray, reference: float, *, within: float) -> tuple[int, int] | None:
     """The longest run of consecutive settings whose value is within ``within`` of
     ``reference`` (the first of equal runs), as ``(first, last)`` column indices; None
-    when no setting is good."""
-    good = np.asarray(values, float) >= reference - within - 1e-12
+    when no setting is good (an infinite value never is)."""
+    values = np.asarray(values, float)
+    good = np.isfinite(values) & (values >= reference - within - 1e-12)
     best, start = None, None
     for j, g in enumerate(list(good) + [False]):
         if g and start is None:
@@ -301,68 +342,80 @@ def span_width(values: np.ndarray, reference: float, *, within: float) -> int:
     return 0 if s is None else s[1] - s[0] + 1
 
 
-def span(a: np.ndarray, b: np.ndarray, *, claim: str, within: float, diverged: tuple[int, int] = (0, 0)
-         ) -> tuple[Verdict, dict]:
+def span(a: np.ndarray, b: np.ndarray, *, claim: str, within: float, diverged: tuple[int, int] = (0, 0),
+         chance: float | None = None) -> tuple[Verdict, dict]:
     """The claim that arm ``b``'s span of good settings is wider than arm ``a``'s.
+
+    Each arm is measured against its own reference, the best mean accuracy it reaches at
+    any setting, so the rule compares widths, not levels (two flat arms are equally wide
+    whatever their accuracy); a setting where a seed ends at chance (at most `AT_CHANCE`
+    times ``chance``) is never good, so an arm that collapses everywhere has no span. The
+    per-seed widths go to the rank rule.
 
     Args:
       a, b: (seeds, settings) per-seed accuracies (a diverged seed at chance).
-      within: the tolerance below the common reference (0.01: one point).
+      within: the tolerance below an arm's reference (0.01: one point).
+      chance: chance accuracy (None: no floor).
     Returns:
       The verdict (estimate in settings: the Hodges-Lehmann shift of b's per-seed spans
-      over a's) and ``{"reference", "spans": {"a": (first, last) or None, "b": ...},
-      "seed_widths": {"a": [...], "b": [...]}}``, the spans of the mean accuracies.
+      over a's) and ``{"reference": {"a", "b"}, "spans": {"a": (first, last) or None, "b":
+      ...}, "seed_widths": {"a": [...], "b": [...]}}``, the spans of the mean accuracies.
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
     if a.size == 0 or b.size == 0:
         raise ValueError("span: an arm without values")
-    ref = float(max(np.nanmax(np.nanmean(a, axis=0)), np.nanmax(np.nanmean(b, axis=0))))
-    wa = [span_width(row, ref, within=within) for row in a]
-    wb = [span_width(row, ref, within=within) for row in b]
+    if chance is not None:  # a collapsed setting is never good: it sinks below any reference
+        a, b = (np.where(v <= AT_CHANCE * chance, -np.inf, v) for v in (a, b))
+    with np.errstate(invalid="ignore"):
+        ref = {k: float(np.nanmax(np.nanmean(v, axis=0))) for k, v in (("a", a), ("b", b))}
+    wa = [span_width(row, ref["a"], within=within) for row in a]
+    wb = [span_width(row, ref["b"], within=within) for row in b]
     v = compare(wb, wa, claim=claim, unit="settings", bounds=(0.0, float(a.shape[1])), diverged=diverged,
-                rank=True)
-    spans = {"a": good_span(np.nanmean(a, axis=0), ref, within=within),
-             "b": good_span(np.nanmean(b, axis=0), ref, within=within)}
+                rule="rank")
+    spans = {"a": good_span(np.nanmean(a, axis=0), ref["a"], within=within),
+             "b": good_span(np.nanmean(b, axis=0), ref["b"], within=within)}
     return v, {"reference": ref, "spans": spans, "seed_widths": {"a": wa, "b": wb}}
 
 
-def speedup(base: Sequence[int | None], arm: Sequence[int | None], *, claim: str, seed: int = 0) -> Verdict:
-    """The claim that ``arm`` needs fewer steps to the target than ``base``: the ratio of
-    median steps (a seed that never reached: infinitely many) with a percentile-bootstrap
-    95% interval over seeds; Supported when the interval lies above 1. The p-value is
-    twice the bootstrap share of ratios on the far side of 1."""
+def speedup(base: Sequence[int | None], arm: Sequence[int | None], *, claim: str) -> Verdict:
+    """The claim that ``arm`` needs fewer steps to the target than ``base`` (a seed that
+    never reached: infinitely many steps), by the exact rank rule on log steps: the
+    speed-up is ``exp`` of the Hodges-Lehmann shift of log(base steps) over log(arm
+    steps), with its exact interval; Supported when the interval lies above 1x,
+    Contradicted when below, negligible when wholly below the SESOI (1.2x). Distribution
+    free, so its error rate is at most nominal at any n (`bnjax.ranks`); a design whose
+    smallest attainable p is above 5% (3 vs 3 seeds) says it cannot decide."""
     if not base or not arm:
         raise ValueError("speedup: an arm without seeds")
-    a = np.asarray([math.inf if s is None else s for s in base], float)
-    b = np.asarray([math.inf if s is None else s for s in arm], float)
-    common = dict(claim=claim, unit="x", n=(len(b), len(a)), margin=1.0, rule="bootstrap")
+    a = np.log(np.asarray([math.inf if s is None else s for s in base], float))
+    b = np.log(np.asarray([math.inf if s is None else s for s in arm], float))
+    sds = _sds(a, b)
+    common = dict(claim=claim, unit="x", n=(len(b), len(a)), margin=1.0, rule="rank", sesoi=SESOI["x"],
+                  sd=sds, **power.design("rank", sds, (len(b), len(a)), effect=math.log(SESOI["x"])))
+    common["detectable"] = None if common["detectable"] is None else math.exp(common["detectable"])
     if math.isinf(np.median(a)) and math.isinf(np.median(b)):
         return Verdict(outcome="Inconclusive", estimate=math.nan, low=math.nan, high=math.nan,
                        detail="neither arm's median seed reached the target, so there is no ratio", **common)
-    point = float(_ratio(a, b))
     if len(a) < 2 or len(b) < 2:
-        return Verdict(outcome="Inconclusive", estimate=point, low=math.nan, high=math.nan,
+        est = math.exp(float(np.median(ranks.pairwise(a, b))))
+        return Verdict(outcome="Inconclusive", estimate=est, low=math.nan, high=math.nan,
                        detail="too few seeds for an interval", **common)
-    res = sps.bootstrap((a, b), _ratio, vectorized=True, paired=False, method="percentile", n_resamples=2000,
-                        confidence_level=LEVEL, rng=np.random.default_rng(seed))
-    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    dist = res.bootstrap_distribution
-    p = float(min(1.0, max(2 * min(np.mean(dist <= 1.0), np.mean(dist >= 1.0)), 1.0 / dist.size)))
+    est, low, high = (math.exp(t) for t in ranks.hodges_lehmann(a, b))
+    outcome, _ = _outcome(low, high, margin=1.0, higher=True)
+    negligible = outcome == "Inconclusive" and high < SESOI["x"]  # any speed-up is below the SESOI
+    outcome = "Contradicted" if negligible else outcome
+    p = ranks.rank_p(a, b, math.log(SESOI["x"]) if negligible else 0.0)
     detail = "" if math.isfinite(np.median(b)) else "the arm's median seed never reached the target"
-    return Verdict(outcome=_outcome(low, high, margin=1.0, higher=True), estimate=point, low=low, high=high, p=p,
-                   detail=detail, **common)
-
-
-def _ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Median of x over median of y; a resample where neither reaches counts as 1 (equal)."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = np.median(x, axis=axis) / np.median(y, axis=axis)
-    return np.where(np.isnan(r), 1.0, r)
+    return Verdict(outcome=outcome, estimate=est, low=low, high=high, p=p, negligible=negligible, detail=detail,
+                   **common)
 
 
 def divergence(diverged_at: Sequence[int | None], *, claim: str) -> Verdict:
-    """The claim that an arm diverges, by counting seeds: Supported when every seed
-    diverged, Contradicted when none did, Inconclusive otherwise.
+    """The claim that an arm diverges: an exact binomial test of its seeds' divergence rate
+    against 1/2 (``scipy.stats.binomtest``), two-sided at 5%: Supported when the rate is
+    significantly above 1/2, Contradicted when below, else Inconclusive. The estimate is the
+    count; the interval, Clopper-Pearson's for the rate. It needs 6 seeds to decide (6 of 6
+    gives p = 0.031; 5 of 5, 0.0625).
 
     Raises:
       ValueError: no seeds.
@@ -370,10 +423,14 @@ def divergence(diverged_at: Sequence[int | None], *, claim: str) -> Verdict:
     if not diverged_at:
         raise ValueError("divergence: no seeds to count")
     k, n = sum(d is not None for d in diverged_at), len(diverged_at)
+    test = sps.binomtest(k, n, 0.5)
+    ci = test.proportion_ci(confidence_level=LEVEL, method="exact")
+    outcome = "Supported" if ci.low > 0.5 else "Contradicted" if ci.high < 0.5 else "Inconclusive"
     first = f"first at step {min(d for d in diverged_at if d is not None)}" if k else ""
-    return Verdict(claim=claim, outcome="Supported" if k == n else "Contradicted" if k == 0 else "Inconclusive",
-                   estimate=float(k), low=math.nan, high=math.nan, unit="seeds", n=(n,), diverged=(k,),
-                   rule="seed count", detail=first)
+    design = power.design("seed count", (), (n,), effect=SESOI["seeds"])
+    return Verdict(claim=claim, outcome=outcome, estimate=float(k), low=float(ci.low), high=float(ci.high),
+                   unit="seeds", n=(n,), diverged=(k,), rule="seed count", p=float(test.pvalue), detail=first,
+                   sesoi=SESOI["seeds"], **design)
 
 
 def control_fdr(verdicts: Sequence[Verdict], *, q: float = FDR_Q) -> list[Verdict]:

@@ -17,6 +17,7 @@ from typing import Any
 from bnjax import config as config_lib
 from bnjax import data as data_lib
 from bnjax import pool as pool_lib
+from bnjax import protocol as protocol_lib
 from bnjax import report, runlog, stats, xla_cache
 from bnjax.checkpoint import CheckpointError
 from bnjax.config import ConfigError, TrainConfig
@@ -96,7 +97,8 @@ def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argp
 def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> argparse.ArgumentParser:
     """The flags of an experiment script (``options``: its own flags and their defaults)."""
     p = parser(doc, usage="%(prog)s [-h] [--workdir DIR] [--data SOURCE] [--quick] [--seeds N] [--first-seed K] "
-                          "[--steps N] [--runs MODE] [--stale POLICY] [--quiet] [--xla-cache DIR] "
+                          "[--steps N] [--runs MODE] [--stale POLICY] [--quiet] [--xla-cache DIR] [--metric M] "
+                          "[--protocol FILE] "
                           "[--SECTION.FIELD VALUE ...]")
     p.add_argument("--workdir", default=workdir, help=f"output directory (default: {workdir})")
     p.add_argument("--data", default=None, help=f"{DATA_HELP} (default: mnist; digits with --quick)")
@@ -105,6 +107,12 @@ def experiment_parser(doc: str, workdir: str, options: dict | None = None) -> ar
     p.add_argument("--first-seed", type=int, default=0,
                    help="seeds K, K+1, ... (default 0): fresh seeds for a confirmatory run, past a pilot's")
     p.add_argument("--steps", type=int, default=None, help="override every arm's training steps (smoke tests)")
+    p.add_argument("--metric", choices=protocol_lib.METRICS, default=None,
+                   help="the primary accuracy metric of the comparisons: the test accuracy at the last evaluation "
+                        "(default) or at the validation-selected one")
+    p.add_argument("--protocol", default=None, metavar="FILE",
+                   help="run a committed confirmatory protocol (experiments/protocols/*.json): it sets the seeds "
+                        "(fresh ones, per section and network kind) and the metric; the report says Confirmatory")
     p.add_argument("--runs", choices=pool_lib.RUNS_MODES, default="auto",
                    help="together: runs differing only in seed, learning-rate multiplier, weight decay or init "
                         "train in one compiled program; sequential: one after another; auto (default): "
@@ -134,8 +142,10 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
     cfg_overrides = overrides(args)
     data = cfg_overrides.pop("data.source", None) or ("digits" if args.quick else "mnist")
     try:
+        proto = _protocol(args)
         settings = Settings(workdir=args.workdir, data=data, quick=args.quick, seeds=args.seeds,
-                            first_seed=args.first_seed, steps=args.steps,
+                            first_seed=proto.first_seed if proto else args.first_seed, steps=args.steps,
+                            metric=(proto.metric if proto else args.metric) or "final_test_accuracy", protocol=proto,
                             runs=args.runs, stale=args.stale, progress=not args.quiet, overrides=cfg_overrides,
                             options={k: getattr(args, k) for exp in exps for k in exp.options},
                             reanalyze=args.reanalyze, tier=tier_of(args.tier, data))
@@ -144,6 +154,21 @@ def settings_from(p: argparse.ArgumentParser, exps: Sequence[Experiment], argv: 
     except ConfigError as e:
         p.error(str(e))
     return settings
+
+
+def _protocol(args: argparse.Namespace) -> protocol_lib.Protocol | None:
+    """The ``--protocol`` file, checked (committed as it is, unless re-analysing); it sets
+    the seeds and the metric, so flags that would too are refused."""
+    if args.protocol is None:
+        return None
+    given = [f for f, v in (("--seeds", args.seeds), ("--first-seed", args.first_seed or None),
+                            ("--metric", args.metric)) if v is not None]
+    if given:
+        raise ConfigError("protocol", f"the protocol sets the seeds and the metric: drop {', '.join(given)}")
+    proto = protocol_lib.load(args.protocol)
+    if not args.reanalyze:
+        protocol_lib.commit_of(args.protocol)
+    return proto
 
 
 def tier_of(tier: str, source: str) -> str:

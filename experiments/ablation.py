@@ -16,6 +16,7 @@ import os
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
+from bnjax.protocol import METRIC_WORDS
 from experiments import _cli, tiers
 
 ADAM = {"optim.name": "adam", "optim.learning_rate": 1e-3}
@@ -55,9 +56,9 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
         lines.append(verdicts.compare_arms(a[arm], a["baseline (SGD)"], "final_train_loss", higher=False, unit="nats",
                                            claim=f"{arm} lowers the final training loss of the baseline"))
     best_single = max(SINGLE, key=lambda k: a[k]["best_val_accuracy"][0])  # chosen on validation accuracy
-    lines.append(verdicts.compare_arms(a["Adam + Xavier + BN"], a[best_single], "final_test_accuracy",
-                                       claim=f"the combination beats the best single change ({best_single}) in final "
-                                             "test accuracy"))
+    lines.append(verdicts.compare_arms(a["Adam + Xavier + BN"], a[best_single], s.metric,
+                                       claim=f"the combination beats the best single change ({best_single}) in "
+                                             f"{METRIC_WORDS[s.metric]}"))
     return {"figures": {"curves": "ablation.png"}, "arms": a, "report": lines}
 
 

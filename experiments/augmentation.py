@@ -65,7 +65,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
              "![augmentation curves](augmentation.png)", "", report.arms_table(a), ""]
     for arm in PIPELINES:
         if arm != "none":
-            lines.append(verdicts.compare_arms(a[arm], a["none"], "final_test_accuracy",
+            lines.append(verdicts.compare_arms(a[arm], a["none"], s.metric,
                                                claim=f"{arm} improves test accuracy over no augmentation"))
     if not s.tier:
         lines.append("- Digits and garments are not all mirror-symmetric: a flip turns some digits into others or "

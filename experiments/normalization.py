@@ -15,6 +15,7 @@ import os
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
+from bnjax.protocol import METRIC_WORDS
 from experiments import _cli, fig1_mnist, placement
 
 FIG1 = "Figure 1: "
@@ -37,8 +38,8 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     lines.append(f"- Mean validation accuracy with BN is above the plain network's at {above} of "
                  f"{min(len(w['steps']), len(wo['steps']))} evaluations (the curves are validation accuracy; the "
                  "test split is measured at the end and at the validation-selected step).")
-    lines.append(verdicts.compare_arms(a["with BN"], a["without BN"], "final_test_accuracy",
-                                       claim="BN gives the higher final test accuracy"))
+    lines.append(verdicts.compare_arms(a["with BN"], a["without BN"], s.metric,
+                                       claim=f"BN gives the higher {METRIC_WORDS[s.metric]}"))
     f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)}, workdir)
     lines += ["", "### Figure 1 of the BN paper", ""] + fig1_mnist.section(f1)
     return {"figures": {"curves": "normalization.png", "fig1": "fig1.png"}, "arms": a, "fig1": f1,

@@ -17,6 +17,7 @@ import os
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
 from bnjax.experiment import Experiment, Settings
+from bnjax.protocol import METRIC_WORDS
 from experiments import _cli, tiers
 
 NETS = ("MLP", "ConvNet")
@@ -66,10 +67,10 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     lines += [f"![{net}]({f})" for net, f in figures.items()] + ["", report.arms_table(a), ""]
     for net in NETS:
         arm = {k: a[f"{net} {k}"] for k in ("no BN", "BN before (A)", "BN after (B)")}
-        lines.append(verdicts.compare_arms(arm["BN before (A)"], arm["no BN"], "final_test_accuracy",
-                                           claim=f"BN before the nonlinearity raises the {net}'s final test accuracy "
-                                                 "over no BN"))
-        lines.append(verdicts.compare_arms(arm["BN before (A)"], arm["BN after (B)"], "final_test_accuracy",
+        lines.append(verdicts.compare_arms(arm["BN before (A)"], arm["no BN"], s.metric,
+                                           claim=f"BN before the nonlinearity raises the {net}'s "
+                                                 f"{METRIC_WORDS[s.metric]} over no BN"))
+        lines.append(verdicts.compare_arms(arm["BN before (A)"], arm["BN after (B)"], s.metric,
                                            claim=f"for the {net}, placement A ends above placement B"))
     return {"figures": figures, "arms": a, "report": lines}
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 
 from bnjax import breakdown, data, report, runlog, stats
+from bnjax import protocol as protocol_lib
 from bnjax import pool as pool_lib
 from bnjax.experiment import build_arms, refuse_stale, seeds_of, train_share, write_results
 from bnjax.timing import Phases
@@ -59,9 +60,10 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     suite = None
-    if args.reanalyze:  # the stored invocation decides the arms; this one only names the workdir
-        suite = _stored_suite(p, args.workdir)
-        args = p.parse_args([*suite["argv"], "--reanalyze", "--workdir", args.workdir])
+    if args.reanalyze:  # the stored invocation decides the arms; this one names the workdir (and may re-choose the
+        suite = _stored_suite(p, args.workdir)  # primary metric: an analysis choice, not a training one)
+        metric = ["--metric", args.metric] if args.metric else []
+        args = p.parse_args([*suite["argv"], "--reanalyze", "--workdir", args.workdir, *metric])
     sets = _pin(p, args)  # before anything starts JAX's CPU backend
     tier = _cli.tier_of(args.tier, args.data or ("digits" if args.quick else "mnist"))
     names = sections(args.only, tier)
@@ -77,6 +79,9 @@ def main(argv=None) -> None:
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
                  "versions": runlog.versions(), "code": runlog.code_version(), "backend": _backend(),
                  "xla_cache": _cli.cache_dir(args) or "off"}
+        if settings.protocol is not None:  # checked committed by settings_from
+            suite["protocol"] = {"path": settings.protocol.path, "sha256": settings.protocol.sha256,
+                                 "commit": protocol_lib.commit_of(settings.protocol.path)}
     settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"),
                                   parallel=len(sets) if sets else 1)
     if not args.worker:  # --stale refuse: every section's stale runs, before the first section trains
@@ -196,7 +201,7 @@ def _run_sections(names: list[str], settings, suite: dict, workers: _workers.Wor
 def _wait_for_workers(workers: _workers.Workers, name: str, settings, pool: str) -> float:
     """Wait until the workers are past section ``name``, counting its runs as they finish."""
     arms = build_arms(EXPERIMENTS[name], settings)
-    labels = pool_lib.run_labels(arms, seeds_of(arms, settings), pool, steps=settings.steps)
+    labels = pool_lib.run_labels(arms, seeds_of(arms, settings, name), pool, steps=settings.steps)
     tracker = settings.tracker
 
     def finished(rdir: str, label: str, summary: dict) -> None:
@@ -268,11 +273,13 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
     prints = sorted({json.dumps(m.get("data_fingerprint"), sort_keys=True) for m in metas})
     fp = ", ".join(f"`{json.loads(p)['source']}` checksum `{json.loads(p)['checksum']}`" for p in prints if p != "null")
     command = shlex.join(["python", "-m", "experiments.reproduce", *suite["argv"]])
-    seeds = (settings.seeds or "5 per MLP arm and 3 per ConvNet arm") if not settings.first_seed else \
-        f"{settings.seeds or '5 per MLP arm and 3 per ConvNet arm'}, from seed {settings.first_seed}"
+    per_arm = settings.seeds or ("per section and network kind, as the protocol says" if settings.protocol else
+                                 "5 per MLP arm and 3 per ConvNet arm")
+    seeds = f"{per_arm}, from seed {settings.first_seed}" if settings.first_seed else per_arm
     return [
         "# bnjax reproduction report", "",
         f"Command: `{command}`", "",
+        _design_text(suite, settings), "",
         f"Code: commit `{git['commit'][:12]}`; bnjax sources `{code['sources']}`"
         + (f"; {len(other)} runs made by other code: " + ", ".join(other) if other else
            f"; all {len(run_dirs)} runs were made by this code") + f". Git tree: {tree}.",
@@ -292,6 +299,21 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
         "Re-render this report from its run records, without training or data: `python -m experiments.reproduce "
         "--reanalyze --workdir DIR` (DIR: this report's folder).",
     ]
+
+
+def _design_text(suite: dict, settings) -> str:
+    """The report's first statement: a confirmatory suite names its protocol and the commit
+    it was committed in (before the runs); any other suite is a pilot."""
+    metric = protocol_lib.METRIC_WORDS[settings.metric]
+    if "protocol" in suite:
+        p = suite["protocol"]
+        return (f"Design: **Confirmatory**. The protocol `{p['path']}` (commit `{p['commit'][:12]}`, SHA-256 "
+                f"`{p['sha256'][:16]}`), committed before these runs, fixed their seeds (fresh: from seed "
+                f"{settings.first_seed}, none shared with the pilot), the seeds per arm and the primary metric "
+                f"({metric}); its numbers are reported as they came.")
+    return ("Design: **Pilot**. No protocol fixed these runs' seeds or metric in advance (primary metric: "
+            f"{metric}); their per-seed spreads are what a confirmatory protocol is chosen from "
+            "(`python -m experiments.protocol`, docs/reproducing.md).")
 
 
 def _provenance(git: dict, metas: list[dict]) -> str:

@@ -210,3 +210,23 @@ def test_tree_checksums_cover_dtype_shape_and_bytes():
     want = hashlib.blake2b(b"<f4(6,)", digest_size=16)
     want.update(x.tobytes())
     assert sums["['a']"] == want.hexdigest()
+
+
+def test_by_default_the_last_two_steps_are_kept_beside_the_best(tmp_path):
+    store = Checkpoints(str(tmp_path / "ck"))
+    for step, acc in ((10, 0.9), (20, 0.5), (30, 0.6), (40, 0.7)):  # the best (step 10) comes first
+        store.save(step, _tiny_state(float(step)), {"val_accuracy": acc})
+    assert store.steps() == [10, 30, 40]
+
+
+def test_only_process_zero_keeps_checkpoints_on_several_hosts():
+    """Orbax's multiprocessing options: alone, its defaults; with several processes, process
+    0 is the primary host and the only active one (so no barrier waits for the others)."""
+    from bnjax.checkpoint import multiprocessing_options
+    import orbax.checkpoint as ocp
+
+    assert multiprocessing_options(1) == ocp.options.MultiprocessingOptions()
+    for n in (2, 4):
+        multi = multiprocessing_options(n)
+        assert multi.primary_host == 0 and multi.active_processes == {0}
+    assert multiprocessing_options(2) != ocp.options.MultiprocessingOptions()

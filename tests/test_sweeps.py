@@ -54,7 +54,8 @@ def test_lr_sweep_verdicts_on_hand_built_runs(tmp_path):
     # the same accuracy with and without BN at every rate: the claims are not supported
     same = _fake_runs(arms, lambda n: 0.95, lambda n: None)
     found = [v for v in lr_sweep.analyze(same, str(tmp_path), s)["report"] if isinstance(v, Verdict)]
-    assert [v.outcome for v in found] == ["Contradicted", "Inconclusive"] * 2
+    assert [v.outcome for v in found] == ["Contradicted"] * 4  # equal spans: any widening is below one setting
+    assert [v.negligible for v in found] == [False, True] * 2
     # BN collapsed to chance at every rate: its span is none, never "the whole grid"
     dead = _fake_runs(arms, lambda n: 0.1 if n.startswith("MLP BN") else 0.95, lambda n: None)
     found = [v for v in lr_sweep.analyze(dead, str(tmp_path), s)["report"] if isinstance(v, Verdict)]
