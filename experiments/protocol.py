@@ -147,7 +147,22 @@ def choose_seeds(claims: list, by_n: dict, configs: dict, pilot_s: float, budget
         trims.append(f"{minutes:.1f} min over the budget: {kind} cap {caps[kind] + 1} -> {caps[kind]}")
 
 
-def build(pilot: str, *, first_seed: int, budget_min: float) -> dict:
+def command(argv: list[str], pilot: str, out: str) -> list[str]:
+    """The confirmatory invocation: the pilot's, with its own workdir (``PILOT_confirmatory``)
+    and the protocol instead of seed flags."""
+    cmd, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--workdir", "--seeds", "--first-seed", "--metric", "--protocol"):
+            skip = True
+            continue
+        cmd.append(a)
+    return [*cmd, "--workdir", pilot.rstrip("/") + "_confirmatory", "--protocol", out]
+
+
+def build(pilot: str, *, first_seed: int, budget_min: float, out: str = "PROTOCOL") -> dict:
     """The protocol, as the JSON to commit."""
     suite = runlog.read_json(os.path.join(pilot, "suite.json"))
     sections = [n for n in power_cmd._sections(suite) if os.path.exists(os.path.join(pilot, n, "results.json"))]
@@ -169,6 +184,7 @@ def build(pilot: str, *, first_seed: int, budget_min: float) -> dict:
     return {"protocol": 1, "pilot": {"folder": pilot, "code": suite["code"]["sources"],
                                      "commit": suite["git"]["commit"], "minutes": round(suite["total_s"] / 60, 1),
                                      "argv": suite["argv"]},
+            "command": ["python", "-m", "experiments.reproduce", *command(suite["argv"], pilot, out)],
             "first_seed": first_seed, "metric": metric, "metric_reason": why, "seeds": seeds,
             "sesoi": SESOI, "budget_minutes": budget_min, "estimate": trims[-1], "trimmed": trims[:-1],
             "claims": entries}
@@ -185,7 +201,7 @@ def main(argv=None) -> dict:
     if not os.path.exists(os.path.join(args.pilot, "suite.json")):
         p.error(f"{args.pilot} holds no finished suite (no suite.json)")
     try:
-        proto = build(args.pilot, first_seed=args.first_seed, budget_min=args.budget_minutes)
+        proto = build(args.pilot, first_seed=args.first_seed, budget_min=args.budget_minutes, out=args.out)
     except ValueError as e:
         p.error(str(e))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
