@@ -15,8 +15,9 @@ The choices, all from the pilot's numbers (`bnjax.protocol` reads the file):
 * **Budget**: the suite's time estimated as the pilot's, scaled by the training time the new
   seed counts ask over the pilot's (per-run training times from the run records); while above
   the budget, the cap of the kind that costs more comes down one seed at a time (to 5 for
-  MLPs, 4 for ConvNets); a claim that cannot reach 80% within its cap keeps its floor (the
-  pilot's seeds; 4 where a rank rule needs them to decide at all).
+  MLPs, 4 for ConvNets); a claim that cannot reach 80% within its cap keeps its floor: the
+  pilot's seeds, and never fewer than its rule needs to decide at all (4 for a rank rule, 6
+  for a seed count), so that no confirmatory verdict comes from a design that cannot decide.
 * Each claim's entry says whether it reaches 80% at its SESOI, and if not, what its design
   detects with 80% power and what the seeds it needs would cost.
 * **Fresh seeds**: from ``--first-seed`` (default 100), past every pilot seed.
@@ -44,7 +45,7 @@ from experiments import _cli
 from experiments import power as power_cmd
 
 CAPS = {"mlp": 20, "convnet": 10, "vgg": 10}
-FLOORS = {"mlp": 5, "convnet": 4}  # the budget trims caps no lower
+FLOORS = {"mlp": 5, "convnet": 4}  # the budget trims caps no lower (a claim's own floor still holds)
 
 
 def choose_metric(pilot: str, sections: list[str]) -> tuple[str, dict]:
@@ -121,10 +122,21 @@ def _claim_entry(section: str, arch: str, v: Verdict, n: int) -> dict:
     return entry
 
 
+def decidable_from(rule: str, alpha: float = 0.05) -> int:
+    """The fewest seeds per arm at which some outcome of ``rule`` reaches ``alpha``: 4 for
+    the rank rule (2 / C(8, 4) = 0.029), 6 for the seed count (2 / 2^6 = 0.031), 2 for Welch."""
+    for n in range(2, 50):
+        min_p = power.design(rule, (1.0, 1.0), (n,) if rule == "seed count" else (n, n), effect=None)["min_p"]
+        if min_p is None or min_p <= alpha:
+            return n
+    raise ValueError(f"rule {rule!r} cannot decide with fewer than 50 seeds")
+
+
 def choose_seeds(claims: list, by_n: dict, configs: dict, pilot_s: float, budget_min: float) -> tuple[dict, list]:
     """Seeds per section and kind (module docstring) and the cap steps taken for the budget.
     A claim that cannot reach 80% within its kind's cap adds nothing beyond its floor (the
-    pilot's seeds, 4 for a rank rule): seeds that do not buy the power are not spent."""
+    pilot's seeds, and at least `decidable_from` its rule, so that no design is unable to
+    decide): seeds that do not buy the power are not spent."""
     caps, trims = dict(CAPS), []
     while True:
         seeds: dict = defaultdict(dict)
@@ -133,7 +145,7 @@ def choose_seeds(claims: list, by_n: dict, configs: dict, pilot_s: float, budget
             if arch is None:
                 continue
             need = power_cmd.needed(v, max_n=caps[arch]) or 0
-            floor = max(v.n[0], 4 if v.rule == "rank" else 0)
+            floor = max(v.n[0], decidable_from(v.rule))
             seeds[section][arch] = max(seeds[section].get(arch, 0), floor, need)
         minutes = estimate_minutes(configs, seeds, pilot_s)
         if minutes <= budget_min:

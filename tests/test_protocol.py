@@ -46,11 +46,12 @@ def test_the_metric_is_the_one_with_the_smaller_spread_over_the_pilot_s_arms(wri
 def test_each_claim_gets_the_seeds_its_power_needs_within_the_budget(written):
     _, proto = written
     assert proto["first_seed"] == 100 and float(proto["estimate"].split()[1]) <= proto["budget_minutes"]
+    assert [protocol_cmd.decidable_from(r) for r in ("welch", "rank", "seed count")] == [2, 4, 6]
     for c in proto["claims"]:
         n = c["seeds"]
         assert n >= c["pilot"]["n"][0] and n == proto["seeds"][c["section"]][c["kind"]]
-        if c["rule"] == "rank":
-            assert n >= 4  # below 4 vs 4 the rank rule cannot decide at all
+        assert n >= {"rank": 4, "seed count": 6}.get(c["rule"], 2)  # below these no outcome can decide
+        assert c["min_p"] is None or c["min_p"] <= 0.05, c
         effect = np.log(c["sesoi"]) if c["unit"] == "x" else c["sesoi"]
         sizes = (n,) if c["rule"] == "seed count" else (n, n)
         got = power.design(c["rule"], tuple(c["pilot"]["sd"]), sizes, effect=effect)["power"]
