@@ -134,9 +134,9 @@ def seeds_of(arms: Mapping[str, TrainConfig], settings: Settings, section: str =
     the protocol gives ``section``'s arms of that network kind, else `default_seeds`."""
     k, proto = settings.first_seed, settings.protocol
 
-    def n(cfg: TrainConfig) -> int:
-        return settings.seeds or (proto and proto.seeds_for(section, cfg.model.arch)) or default_seeds(cfg)
-    return {arm: range(k, k + n(cfg)) for arm, cfg in arms.items()}
+    def n(arm: str, cfg: TrainConfig) -> int:
+        return settings.seeds or (proto and proto.seeds_for(section, cfg.model.arch, arm)) or default_seeds(cfg)
+    return {arm: range(k, k + n(arm, cfg)) for arm, cfg in arms.items()}
 
 
 def run_dirs_of(exps: Sequence[Experiment], settings: Settings, pool: str) -> list[str]:

@@ -36,6 +36,8 @@ class Protocol:
       first_seed: the confirmatory runs' first seed.
       metric: the primary accuracy metric of the comparisons (one of `METRICS`).
       seeds: section -> network kind (`ARCHS`) -> seeds per arm.
+      arm_seeds: section -> arm -> seeds, for an arm whose claim alone needs more (a
+        divergence count needs 6 seeds to decide; its section's other arms do not).
       sha256: the file's SHA-256 (what the report's header names beside the commit).
     """
 
@@ -44,11 +46,13 @@ class Protocol:
     metric: str
     seeds: Mapping[str, Mapping[str, int]]
     sha256: str
+    arm_seeds: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
-    def seeds_for(self, section: str, arch: str) -> int | None:
-        """Seeds per arm for ``section``'s arms of kind ``arch``; None when the protocol is
-        silent (the suite's default then)."""
-        return self.seeds.get(section, {}).get(arch)
+    def seeds_for(self, section: str, arch: str, arm: str = "") -> int | None:
+        """Seeds for ``section``'s arm ``arm`` of kind ``arch``: its own count if the
+        protocol gives one, else its kind's; None when the protocol is silent (the suite's
+        default then)."""
+        return self.arm_seeds.get(section, {}).get(arm) or self.seeds.get(section, {}).get(arch)
 
 
 def load(path: str) -> Protocol:
@@ -71,14 +75,15 @@ def load(path: str) -> Protocol:
         raise ConfigError("protocol.first_seed", f"must be an integer >= 0, got {d['first_seed']!r}")
     if d["metric"] not in METRICS:
         raise ConfigError("protocol.metric", f"must be one of {METRICS}, got {d['metric']!r}")
-    for section, per_arch in d["seeds"].items():
-        for arch, n in per_arch.items():
-            if arch not in ARCHS:
-                raise ConfigError(f"protocol.seeds.{section}.{arch}", f"unknown network kind; one of {ARCHS}")
-            if not isinstance(n, int) or n < 2:
-                raise ConfigError(f"protocol.seeds.{section}.{arch}", f"must be an integer >= 2, got {n!r}")
+    for key in ("seeds", "arm_seeds"):
+        for section, counts in d.get(key, {}).items():
+            for name, n in counts.items():
+                if key == "seeds" and name not in ARCHS:
+                    raise ConfigError(f"protocol.seeds.{section}.{name}", f"unknown network kind; one of {ARCHS}")
+                if not isinstance(n, int) or n < 2:
+                    raise ConfigError(f"protocol.{key}.{section}.{name}", f"must be an integer >= 2, got {n!r}")
     return Protocol(path=path, first_seed=d["first_seed"], metric=d["metric"], seeds=d["seeds"],
-                    sha256=hashlib.sha256(raw).hexdigest())
+                    sha256=hashlib.sha256(raw).hexdigest(), arm_seeds=d.get("arm_seeds", {}))
 
 
 def commit_of(path: str) -> str:

@@ -109,6 +109,8 @@ class Verdict:
       detectable: the smallest effect the design detects with 80% power (None: none it
         can, e.g. a rank design whose smallest p is above 5%).
       min_p: the smallest p-value the design can give (rank rules; None: no floor).
+      arms: the arm whose seeds alone decide the claim (a seed count), so a protocol can
+        give that arm alone the seeds its rule needs; () otherwise.
     """
 
     claim: str
@@ -132,6 +134,7 @@ class Verdict:
     power: float | None = None
     detectable: float | None = None
     min_p: float | None = None
+    arms: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
@@ -148,7 +151,7 @@ class Verdict:
         if unknown:
             raise ValueError(f"unknown verdict fields {sorted(unknown)}")
         v = {k: (float(x) if isinstance(x, str) and x in ("inf", "-inf", "nan") else x) for k, x in d.items()}
-        for k in ("n", "diverged", "at_chance", "sd"):
+        for k in ("n", "diverged", "at_chance", "sd", "arms"):
             v[k] = tuple(v.get(k, ()))
         return cls(**v)
 
@@ -410,7 +413,7 @@ def speedup(base: Sequence[int | None], arm: Sequence[int | None], *, claim: str
                    **common)
 
 
-def divergence(diverged_at: Sequence[int | None], *, claim: str) -> Verdict:
+def divergence(diverged_at: Sequence[int | None], *, claim: str, arm: str = "") -> Verdict:
     """The claim that an arm diverges: an exact binomial test of its seeds' divergence rate
     against 1/2 (``scipy.stats.binomtest``), two-sided at 5%: Supported when the rate is
     significantly above 1/2, Contradicted when below, else Inconclusive. The estimate is the
@@ -430,7 +433,7 @@ def divergence(diverged_at: Sequence[int | None], *, claim: str) -> Verdict:
     design = power.design("seed count", (), (n,), effect=SESOI["seeds"])
     return Verdict(claim=claim, outcome=outcome, estimate=float(k), low=float(ci.low), high=float(ci.high),
                    unit="seeds", n=(n,), diverged=(k,), rule="seed count", p=float(test.pvalue), detail=first,
-                   sesoi=SESOI["seeds"], **design)
+                   sesoi=SESOI["seeds"], arms=(arm,) if arm else (), **design)
 
 
 def control_fdr(verdicts: Sequence[Verdict], *, q: float = FDR_Q) -> list[Verdict]:

@@ -136,7 +136,7 @@ def claims(r: dict) -> list[verdicts.Verdict]:
         acc("BN-x5", "BN-x5-Sigmoid", "with BN a sigmoid network trains, but below ReLU (paper 69.8% vs 73.0%)"),
         acc("BN-x5-Sigmoid", "Sigmoid (no BN)", "the sigmoid network trains far better with BN than without (paper: "
                                                 "69.8% vs never above 0.1%)", rule="rank"),  # it can collapse
-        verdicts.divergence(r["Baseline-x5"]["diverged_at"],
+        verdicts.divergence(r["Baseline-x5"]["diverged_at"], arm="Baseline-x5",
                             claim="without BN, 5x the learning rate diverges (the paper's plain Inception could not be "
                                   "trained at high rates)"),
         acc("BN-x5", "Baseline-x5", "at 5x the learning rate, the network with BN ends above the one without")]

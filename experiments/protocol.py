@@ -11,7 +11,8 @@ The choices, all from the pilot's numbers (`bnjax.protocol` reads the file):
 * **Seeds**: per claim, the fewest seeds per arm that give 80% power at the claim's SESOI
   under its rule and the pilot's spreads under that metric (`bnjax.power.seeds_for`); per
   section and network kind, the most any of its claims needs, at least the pilot's, at most a
-  cap per kind (MLP 20, ConvNet 10).
+  cap per kind (MLP 20, ConvNet 10); a claim one arm alone decides (the divergence count)
+  gives that arm its own count (``arm_seeds``) instead of raising its whole section.
 * **Budget**: the suite's time estimated as the pilot's, scaled by the training time the new
   seed counts ask over the pilot's (per-run training times from the run records); while above
   the budget, the cap of the kind that costs more comes down one seed at a time (to 5 for
@@ -91,14 +92,20 @@ def run_kinds(pilot: str, sections: list[str]) -> tuple[dict, dict]:
     return configs, by_n
 
 
-def estimate_minutes(configs: dict, seeds: dict, pilot_s: float) -> float:
-    """The suite's time with ``seeds`` (section -> kind -> n): the pilot's time ``pilot_s``
-    scaled by the training time the new seeds ask (each config's mean training time per seed
-    times the most seeds any section using it asks) over the pilot's. Proportional, so the
-    pilot's compilation, evaluation and parallel workers scale along."""
+def estimate_minutes(configs: dict, seeds: dict, pilot_s: float, arm_seeds: dict | None = None) -> float:
+    """The suite's time with ``seeds`` (section -> kind -> n) and ``arm_seeds`` (section ->
+    arm -> (n, kind)): the pilot's time ``pilot_s`` scaled by the training time the new seeds
+    ask (each config's mean training time per seed times the most seeds any section using it
+    asks; an arm's own extra seeds at its section's mean time per seed of its kind) over the
+    pilot's. Proportional, so the pilot's compilation, evaluation and workers scale along."""
     def train(n_of) -> float:
         return sum(c["seconds"] * n_of(c) for c in configs.values())
     new = train(lambda c: max(seeds.get(s, {}).get(c["arch"], c["n"]) for s in c["sections"]))
+    for section, arms in (arm_seeds or {}).items():
+        for n, kind in arms.values():
+            per_seed = statistics.mean(c["seconds"] for c in configs.values()
+                                       if section in c["sections"] and c["arch"] == kind)
+            new += per_seed * max(0, n - seeds.get(section, {}).get(kind, n))
     return pilot_s * new / train(lambda c: c["n"]) / 60
 
 
@@ -132,29 +139,40 @@ def decidable_from(rule: str, alpha: float = 0.05) -> int:
     raise ValueError(f"rule {rule!r} cannot decide with fewer than 50 seeds")
 
 
-def choose_seeds(claims: list, by_n: dict, configs: dict, pilot_s: float, budget_min: float) -> tuple[dict, list]:
-    """Seeds per section and kind (module docstring) and the cap steps taken for the budget.
-    A claim that cannot reach 80% within its kind's cap adds nothing beyond its floor (the
-    pilot's seeds, and at least `decidable_from` its rule, so that no design is unable to
-    decide): seeds that do not buy the power are not spent."""
+def _seeds_at(claims: list, by_n: dict, caps: dict) -> tuple[dict, dict]:
+    """Seeds per section and kind, and per arm for a claim one arm alone decides, at these caps."""
+    seeds: dict = defaultdict(dict)
+    arm_seeds: dict = defaultdict(dict)
+    for section, v in claims:
+        arch = by_n[section].get(v.n[0])
+        if arch is None:
+            continue
+        n = max(v.n[0], decidable_from(v.rule), power_cmd.needed(v, max_n=caps[arch]) or 0)
+        if v.arms:  # only this arm's seeds decide it
+            arm_seeds[section][v.arms[0]] = (max(arm_seeds[section].get(v.arms[0], (0,))[0], n), arch)
+            n = v.n[0]
+        seeds[section][arch] = max(seeds[section].get(arch, 0), n)
+    return seeds, arm_seeds
+
+
+def choose_seeds(claims: list, by_n: dict, configs: dict, pilot_s: float, budget_min: float
+                 ) -> tuple[dict, dict, list]:
+    """Seeds per section and kind and per arm (module docstring), and the cap steps taken for
+    the budget. A claim that cannot reach 80% within its kind's cap adds nothing beyond its
+    floor (the pilot's seeds, and at least `decidable_from` its rule, so that no design is
+    unable to decide): seeds that do not buy the power are not spent."""
     caps, trims = dict(CAPS), []
     while True:
-        seeds: dict = defaultdict(dict)
-        for section, v in claims:
-            arch = by_n[section].get(v.n[0])
-            if arch is None:
-                continue
-            need = power_cmd.needed(v, max_n=caps[arch]) or 0
-            floor = max(v.n[0], decidable_from(v.rule))
-            seeds[section][arch] = max(seeds[section].get(arch, 0), floor, need)
-        minutes = estimate_minutes(configs, seeds, pilot_s)
+        seeds, arm_seeds = _seeds_at(claims, by_n, caps)
+        minutes = estimate_minutes(configs, seeds, pilot_s, arm_seeds)
+        arms = {s: {a: n for a, (n, _) in d.items()} for s, d in arm_seeds.items()}
         if minutes <= budget_min:
-            return {s: dict(k) for s, k in seeds.items()}, trims + [f"estimate {minutes:.1f} min"]
+            return {s: dict(k) for s, k in seeds.items()}, arms, trims + [f"estimate {minutes:.1f} min"]
         kind = max((k for k in ("mlp", "convnet") if caps[k] > FLOORS[k]), default=None,
                    key=lambda k: sum(c["seconds"] for c in configs.values() if c["arch"] == k))
         if kind is None:
-            return {s: dict(k) for s, k in seeds.items()}, trims + [f"estimate {minutes:.1f} min (over the budget "
-                                                                    "at the smallest caps)"]
+            return {s: dict(k) for s, k in seeds.items()}, arms, trims + [f"estimate {minutes:.1f} min (over the "
+                                                                          "budget at the smallest caps)"]
         caps[kind] -= 1
         trims.append(f"{minutes:.1f} min over the budget: {kind} cap {caps[kind] + 1} -> {caps[kind]}")
 
@@ -187,17 +205,19 @@ def build(pilot: str, *, first_seed: int, budget_min: float, out: str = "PROTOCO
             reproduce.main(["--reanalyze", "--workdir", copy, "--metric", metric])
         claims = power_cmd.claims(copy)
     configs, by_n = run_kinds(pilot, sections)
-    seeds, trims = choose_seeds(claims, by_n, configs, suite["total_s"], budget_min)
+    seeds, arm_seeds, trims = choose_seeds(claims, by_n, configs, suite["total_s"], budget_min)
     pilot_seeds = max(int(d.rsplit("seed_", 1)[1]) for c in configs for d in os.listdir(c) if d.startswith("seed_"))
     if first_seed <= pilot_seeds:
         raise ValueError(f"--first-seed {first_seed}: the pilot used seeds up to {pilot_seeds}; choose a larger one")
-    entries = [_claim_entry(s, by_n[s].get(v.n[0], "?"), v, seeds.get(s, {}).get(by_n[s].get(v.n[0]), v.n[0]))
-               for s, v in claims]
+    entries = [_claim_entry(s, by_n[s].get(v.n[0], "?"), v,
+                            arm_seeds.get(s, {}).get(v.arms[0]) if v.arms else
+                            seeds.get(s, {}).get(by_n[s].get(v.n[0]), v.n[0])) for s, v in claims]
     return {"protocol": 1, "pilot": {"folder": pilot, "code": suite["code"]["sources"],
                                      "commit": suite["git"]["commit"], "minutes": round(suite["total_s"] / 60, 1),
                                      "argv": suite["argv"]},
             "command": ["python", "-m", "experiments.reproduce", *command(suite["argv"], pilot, out)],
             "first_seed": first_seed, "metric": metric, "metric_reason": why, "seeds": seeds,
+            "arm_seeds": arm_seeds,
             "sesoi": SESOI, "budget_minutes": budget_min, "estimate": trims[-1], "trimmed": trims[:-1],
             "claims": entries}
 

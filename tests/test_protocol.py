@@ -49,7 +49,9 @@ def test_each_claim_gets_the_seeds_its_power_needs_within_the_budget(written):
     assert [protocol_cmd.decidable_from(r) for r in ("welch", "rank", "seed count")] == [2, 4, 6]
     for c in proto["claims"]:
         n = c["seeds"]
-        assert n >= c["pilot"]["n"][0] and n == proto["seeds"][c["section"]][c["kind"]]
+        own = proto["arm_seeds"].get(c["section"], {})
+        assert n >= c["pilot"]["n"][0]
+        assert n == (own["Baseline-x5"] if c["rule"] == "seed count" else proto["seeds"][c["section"]][c["kind"]])
         assert n >= {"rank": 4, "seed count": 6}.get(c["rule"], 2)  # below these no outcome can decide
         assert c["min_p"] is None or c["min_p"] <= 0.05, c
         effect = np.log(c["sesoi"]) if c["unit"] == "x" else c["sesoi"]
@@ -74,9 +76,14 @@ def test_a_protocol_is_read_and_checked(written, tmp_path):
     got = seeds_of(arms, s, "placement")
     for arm, cfg in arms.items():
         assert got[arm] == range(100, 100 + raw["seeds"]["placement"][cfg.model.arch])
+    from experiments import lr_table  # the divergence count's arm alone gets the 6 seeds its rule needs
+    table = seeds_of(build_arms(lr_table.EXPERIMENT, s), s, "lr_table")
+    assert len(table["Baseline-x5"]) == raw["arm_seeds"]["lr_table"]["Baseline-x5"] == 6
+    assert {len(r) for a, r in table.items() if a != "Baseline-x5"} == {raw["seeds"]["lr_table"]["convnet"]}
     bad = tmp_path / "bad.json"
     for d, field in (({**raw, "metric": "accuracy"}, "protocol.metric"), ({**raw, "first_seed": -1}, "first_seed"),
                      ({**raw, "seeds": {"placement": {"mlp": 1}}}, "protocol.seeds.placement.mlp"),
+                     ({**raw, "arm_seeds": {"lr_table": {"Baseline-x5": 1.5}}}, "protocol.arm_seeds.lr_table"),
                      ({k: v for k, v in raw.items() if k != "seeds"}, "protocol.seeds")):
         bad.write_text(json.dumps(d))
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
