@@ -159,13 +159,12 @@ def design(rule: str, sds: tuple[float, ...], n: tuple[int, ...], *, effect: flo
     speed-up; for the seed count, the divergence rate's distance from 1/2). Welch: by formula
     (`welch_power_exact`); rank: by seeded simulation (`rank_power`); seed count: exactly
     (`binom_power`). None where a rule has no answer (no spread for Welch; no effect)."""
-    min_p = (min(1.0, 2 * 0.5 ** n[0]) if rule == "seed count" else
-             rank_min_p(*n) if rule == "rank" and min(n) >= 1 else None)
+    mp = min_p(rule, n)
     curve = power_curve(rule, sds, n, alpha=alpha)
     if curve is None:
-        return {"power": None, "detectable": None, "min_p": min_p if rule == "seed count" else None}
+        return {"power": None, "detectable": None, "min_p": mp if rule == "seed count" else None}
     hi = 0.5 if rule == "seed count" else 20 * math.hypot(*sds) + (abs(effect) if effect else 0.0) + 1e-9
-    return {"power": None if effect is None else curve(effect), "min_p": min_p,
+    return {"power": None if effect is None else curve(effect), "min_p": mp,
             "detectable": detectable(curve, target=target, hi=hi)}
 
 
@@ -179,6 +178,15 @@ def seeds_for(rule: str, sds: tuple[float, ...], *, effect: float, target: float
         if curve is not None and curve(effect) >= target:
             return n
     return None
+
+
+def min_p(rule: str, n: tuple[int, ...]) -> float | None:
+    """The smallest p-value a design of ``rule`` with seeds ``n`` can give: ``2 / 2^n`` for the
+    seed count (every seed, or none, diverged), `rank_min_p` for the rank rule, None for Welch
+    (no floor)."""
+    if rule == "seed count":
+        return min(1.0, 2 * 0.5 ** n[0])
+    return rank_min_p(*n) if rule == "rank" and min(n) >= 1 else None
 
 
 def rank_min_p(n: int, m: int) -> float:

@@ -234,9 +234,10 @@ def compare(ours: Sequence[float], other: Sequence[float], *, claim: str, higher
     chance_n = (_at_chance(x, chance, div[0]), _at_chance(y, chance, div[1]))
     sesoi = SESOI.get(unit) if sesoi is None else sesoi
     bar = (1.0 if higher else -1.0) * margin  # the claim: the difference beyond ``bar`` in its direction
+    sds = _sds(x, y)
     common = dict(claim=claim, unit=unit, n=(x.size, y.size), diverged=div, at_chance=chance_n, margin=margin,
-                  higher=higher, rule=rule, sesoi=sesoi, sd=_sds(x, y),
-                  **power.design(rule, _sds(x, y), (x.size, y.size), effect=sesoi))
+                  higher=higher, rule=rule, sesoi=sesoi, sd=sds, **power.design(rule, sds, (x.size, y.size),
+                                                                                 effect=sesoi))
     bimodal = _bimodal_text(x, y, div, chance_n, unit) if any(div) or any(chance_n) else ""
     if x.size < 2 or y.size < 2:
         return Verdict(outcome="Inconclusive", estimate=float(np.median(ranks.pairwise(x, y))), low=math.nan,

@@ -109,9 +109,8 @@ def estimate_minutes(configs: dict, seeds: dict, pilot_s: float, arm_seeds: dict
     return pilot_s * new / train(lambda c: c["n"]) / 60
 
 
-def _claim_entry(section: str, arch: str, v: Verdict, n: int) -> dict:
+def _claim_entry(section: str, arch: str, v: Verdict, n: int, need: int | None) -> dict:
     effect = power_cmd.effect_of(v)
-    need = power_cmd.needed(v)
     d = power.design(v.rule, tuple(v.sd), (n,) if v.rule == "seed count" else (n, n), effect=effect)
     detect = d["detectable"]
     if v.unit == "x" and detect is not None:
@@ -133,21 +132,22 @@ def decidable_from(rule: str, alpha: float = 0.05) -> int:
     """The fewest seeds per arm at which some outcome of ``rule`` reaches ``alpha``: 4 for
     the rank rule (2 / C(8, 4) = 0.029), 6 for the seed count (2 / 2^6 = 0.031), 2 for Welch."""
     for n in range(2, 50):
-        min_p = power.design(rule, (1.0, 1.0), (n,) if rule == "seed count" else (n, n), effect=None)["min_p"]
-        if min_p is None or min_p <= alpha:
+        floor = power.min_p(rule, (n,) if rule == "seed count" else (n, n))
+        if floor is None or floor <= alpha:
             return n
     raise ValueError(f"rule {rule!r} cannot decide with fewer than 50 seeds")
 
 
 def _seeds_at(claims: list, by_n: dict, caps: dict) -> tuple[dict, dict]:
-    """Seeds per section and kind, and per arm for a claim one arm alone decides, at these caps."""
+    """Seeds per section and kind, and per arm for a claim one arm alone decides, at these
+    caps (``claims``: (section, verdict, seeds it needs for 80% or None))."""
     seeds: dict = defaultdict(dict)
     arm_seeds: dict = defaultdict(dict)
-    for section, v in claims:
+    for section, v, need in claims:
         arch = by_n[section].get(v.n[0])
         if arch is None:
             continue
-        n = max(v.n[0], decidable_from(v.rule), power_cmd.needed(v, max_n=caps[arch]) or 0)
+        n = max(v.n[0], decidable_from(v.rule), need if need is not None and need <= caps[arch] else 0)
         if v.arms:  # only this arm's seeds decide it
             arm_seeds[section][v.arms[0]] = (max(arm_seeds[section].get(v.arms[0], (0,))[0], n), arch)
             n = v.n[0]
@@ -203,7 +203,7 @@ def build(pilot: str, *, first_seed: int, budget_min: float, out: str = "PROTOCO
         from experiments import reproduce
         with contextlib.redirect_stdout(io.StringIO()):
             reproduce.main(["--reanalyze", "--workdir", copy, "--metric", metric])
-        claims = power_cmd.claims(copy)
+        claims = [(s, v, power_cmd.needed(v)) for s, v in power_cmd.claims(copy)]  # one scan per claim
     configs, by_n = run_kinds(pilot, sections)
     seeds, arm_seeds, trims = choose_seeds(claims, by_n, configs, suite["total_s"], budget_min)
     pilot_seeds = max(int(d.rsplit("seed_", 1)[1]) for c in configs for d in os.listdir(c) if d.startswith("seed_"))
@@ -211,7 +211,7 @@ def build(pilot: str, *, first_seed: int, budget_min: float, out: str = "PROTOCO
         raise ValueError(f"--first-seed {first_seed}: the pilot used seeds up to {pilot_seeds}; choose a larger one")
     entries = [_claim_entry(s, by_n[s].get(v.n[0], "?"), v,
                             arm_seeds.get(s, {}).get(v.arms[0]) if v.arms else
-                            seeds.get(s, {}).get(by_n[s].get(v.n[0]), v.n[0])) for s, v in claims]
+                            seeds.get(s, {}).get(by_n[s].get(v.n[0]), v.n[0]), need) for s, v, need in claims]
     return {"protocol": 1, "pilot": {"folder": pilot, "code": suite["code"]["sources"],
                                      "commit": suite["git"]["commit"], "minutes": round(suite["total_s"] / 60, 1),
                                      "argv": suite["argv"]},
