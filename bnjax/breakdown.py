@@ -53,7 +53,7 @@ def programs_lines(results: dict, suite: dict) -> list[str]:
     for w in suite.get("workers", []):
         theirs = {k: sum(s.get("programs", {}).get(k, 0) for s in w["sections"].values())
                   for k in ("compiled", "loaded")}
-        parts.append(f"worker {w['worker']}: {timing.programs_text(theirs)}")
+        parts.append(f"{'slot' if 'executor' in suite else 'worker'} {w['worker']}: {timing.programs_text(theirs)}")
     where = suite.get("xla_cache") or "off"
     return [f"XLA programs ({_cache_text(where)}): " + "; ".join(parts) + ".", ""]
 
@@ -63,20 +63,36 @@ def _cache_text(where: str) -> str:
 
 
 def workers_lines(suite: dict, phases: list[str]) -> list[str]:
-    """Where each worker process's time went, over all sections (minutes); "other" is
-    its pool checks and reading runs back."""
+    """Where each job slot's (or, in suites made before `bnjax.jobs`, each worker
+    process's) time went, over all sections (minutes); "other" is its pool checks and
+    reading runs back."""
     workers = suite.get("workers", [])
     if not workers:
         return []
-    rows = []
+    ex, rows = suite.get("executor"), []
     for w in workers:
         secs = w["sections"].values()
         t = {c: sum(s["time_s"].get(c, 0.0) for s in secs) for c in phases}
         wall = sum(s["seconds"] for s in secs)
-        name = f"worker {w['worker']} (cores {','.join(map(str, w['cores']))})"
+        where = f" (cores {','.join(map(str, w['cores']))})" if w.get("cores") else ""
+        name = f"{'slot' if ex else 'worker'} {w['worker']}{where}"
         rows.append([name, str(sum(s["trained"] for s in secs))] + [f"{t[c] / 60:.2f}" for c in phases]
                     + [f"{(wall - sum(t.values())) / 60:.2f}", f"{wall / 60:.2f}"])
-    return [f"The runs were trained by {len(workers)} worker processes (`--workers`, experiments/_workers.py), each "
-            "pinned to its cores, while this process waited and analysed; where their time went:", "",
-            report.table(["worker (minutes)", "runs trained", *(PHASE_HEADS[c] for c in phases), "other", "wall"],
-                         rows), ""]
+    if ex is None:
+        text = (f"The runs were trained by {len(workers)} worker processes (`--workers`, experiments/_workers.py), "
+                "each pinned to its cores, while this process waited and analysed; where their time went:")
+    else:
+        n_jobs = sum(s.get("attempts", 1) for w in workers for s in w["sections"].values())
+        text = (f"The runs were trained by {n_jobs} jobs of submitit's {ex['engine']} executor (`--executor`, "
+                f"bnjax/jobs.py), {ex['jobs']} at once: one per section and slot"
+                + (", each slot's jobs pinned to its cores" if ex["engine"] == "local" else "")
+                + f"; {len(ex['failed'])} ended without a result"
+                f"{' (' + '; '.join(_failed_text(f) for f in ex['failed']) + ')' if ex['failed'] else ''}"
+                ". This process waited and analysed. Where each slot's time went (its jobs' own time, "
+                "from their start to their result; process start-up not counted):")
+    return [text, "", report.table([f"{'slot' if ex else 'worker'} (minutes)", "runs trained",
+                                    *(PHASE_HEADS[c] for c in phases), "other", "wall"], rows), ""]
+
+
+def _failed_text(f: dict) -> str:
+    return f"job {f['job']}, {f['section']}, slot {f['slot']}: {f['error']}"

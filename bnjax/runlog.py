@@ -179,7 +179,7 @@ def versions() -> dict[str, str]:
 NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
                   "models", "norm", "optim", "parallel", "prng", "programs", "record", "renorm", "train")
 # xla_cache: a cached program computes bitwise what a fresh compile does
-OTHER_MODULES = ("__init__", "analysis", "breakdown", "download", "events", "experiment", "plots", "pool", "power",
+OTHER_MODULES = ("__init__", "analysis", "breakdown", "download", "events", "experiment", "jobs", "plots", "pool", "power",
                  "progress", "protocol", "ranks", "report", "runlog", "stats", "timing", "verdicts", "xla_cache")
 
 

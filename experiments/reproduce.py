@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import shlex
@@ -28,12 +29,12 @@ import sys
 import time
 from collections.abc import Sequence
 
-from bnjax import breakdown, data, report, runlog, stats
+from bnjax import breakdown, data, jobs, report, runlog, stats
 from bnjax import protocol as protocol_lib
 from bnjax import pool as pool_lib
 from bnjax.experiment import build_arms, refuse_stale, seeds_of, train_share, write_results
 from bnjax.timing import Phases
-from experiments import (_cli, _workers, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization,
+from experiments import (_cli, _executor, ablation, augmentation, batch_size, depth, lr_sweep, lr_table, normalization,
                          placement, tiers)
 
 EXPERIMENTS = {e.name: e for e in (placement.EXPERIMENT, lr_table.EXPERIMENT, ablation.EXPERIMENT,
@@ -44,19 +45,20 @@ DEFAULT = ("placement", "lr_table", "ablation", "normalization", "augmentation",
 SUITE = "suite.json"  # the invocation: its arguments, git state, versions, code version and times
 
 
-def main(argv=None) -> None:
-    _cli.one_line_warnings()
+def parser() -> argparse.ArgumentParser:
+    """This entry point's flags (also what each job parses: `section_job`)."""
     p = _cli.experiment_parser(__doc__, "runs/reproduce")
     p.add_argument("--only", default=None, help=f"comma-separated experiments, of {', '.join(EXPERIMENTS)} "
                                                 f"(default: {', '.join(DEFAULT)}; on 32x32 colour images "
                                                 f"the tier's: {tiers.SECTIONS})")
     p.add_argument("--epochs", type=float, default=1.0, help="batch_size experiment: epochs per run (default: 1)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="CPU backend: train in N processes, each pinned to its own share of the cores, while this "
-                        "one analyses (default 1: one process on every core; on 2 cores, 2 workers train about "
-                        "1.2x faster; see docs/speed.md). A run's last bits depend on its process's core count, "
-                        "recorded in its meta.json")
-    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # K@CORES: a worker (experiments/_workers.py)
+    _executor.add_flags(p)
+    return p
+
+
+def main(argv=None) -> None:
+    _cli.one_line_warnings()
+    p = parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     suite = None
@@ -64,16 +66,14 @@ def main(argv=None) -> None:
         suite = _stored_suite(p, args.workdir)  # primary metric: an analysis choice, not a training one)
         metric = ["--metric", args.metric] if args.metric else []
         args = p.parse_args([*suite["argv"], "--reanalyze", "--workdir", args.workdir, *metric])
-    sets = _pin(p, args)  # before anything starts JAX's CPU backend
+    execution = _executor.config_from(p, args, args.workdir) if not args.reanalyze else None
+    sets = _pin(p, execution)  # before anything starts JAX's CPU backend
     tier = _cli.tier_of(args.tier, args.data or ("digits" if args.quick else "mnist"))
     names = sections(args.only, tier)
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
     settings = _cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args)
-    if args.worker:
-        _cli.guarded(_worker, args.worker, names, settings)
-        return
     if suite is None:
         stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers
@@ -83,19 +83,19 @@ def main(argv=None) -> None:
             suite["protocol"] = {"path": settings.protocol.path, "sha256": settings.protocol.sha256,
                                  "commit": protocol_lib.commit_of(settings.protocol.path)}
     settings = _cli.with_progress(settings, [EXPERIMENTS[n] for n in names], os.path.join(settings.workdir, "runs"),
-                                  parallel=len(sets) if sets else 1)
-    if not args.worker:  # --stale refuse: every section's stale runs, before the first section trains
-        _cli.guarded(refuse_stale, [EXPERIMENTS[n] for n in names], settings)
-    workers = _workers.Workers(_without_workers(argv), settings.workdir, sets) if sets else None
+                                  parallel=execution.jobs if execution else 1)
+    _cli.guarded(refuse_stale, [EXPERIMENTS[n] for n in names], settings)  # --stale refuse: before anything trains
+    slots = _start_jobs(execution, _executor.job_argv(argv), names, sets) if execution else None
     try:
-        results = _run_sections(names, settings, suite, workers)
+        results = _run_sections(names, settings, suite, slots)
     except BaseException:
-        if workers is not None:
-            workers.close(interrupt=True)
+        if slots is not None:
+            slots.cancel()
         raise
-    if workers is not None:
-        workers.close()
-        suite["workers"] = workers.summaries()
+    if slots is not None:
+        suite["executor"] = {"engine": execution.engine, "jobs": execution.jobs, "failed": slots.failed}
+        suite["workers"] = [{"worker": k, "cores": sets[k] if sets else None, "sections": s["sections"]}
+                            for k, s in enumerate(slots.summaries)]
     if settings.tracker is not None:
         settings.tracker.close()
     counts = report.finalize(results)
@@ -110,54 +110,57 @@ def main(argv=None) -> None:
     print(f"report: {path}")
 
 
-def _pin(p: argparse.ArgumentParser, args) -> list[list[int]] | None:
-    """Pin this process to its cores: a worker's (``--worker``), or with ``--workers N``
-    the first worker's (`experiments._workers`); returns the workers' core sets (None:
-    no workers). Exits 2 on a bad ``--workers``."""
-    if args.worker:
-        _workers.pin(_workers.parse_worker(args.worker)[2])
-        return None
-    if args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
-    if args.workers == 1 or args.reanalyze:
+def _pin(p: argparse.ArgumentParser, execution: jobs.ExecutorConfig | None) -> list[list[int]] | None:
+    """Local jobs: pin this process to the first slot's cores, so a run it trains itself
+    (one a dead job left) is made as the jobs make theirs; returns the slots' core sets
+    (None: no local jobs). Exits 2 where they cannot be pinned or are not for this backend."""
+    if execution is None or execution.engine != "local":
         return None
     try:
-        sets = _workers.core_sets(args.workers)
+        sets = jobs.core_sets(execution.jobs)
     except ValueError as e:
-        p.error(str(e))
-    _workers.pin(sets[0])
+        p.error(f"--executor: {e}")
+    jobs.pin(sets[0])
     if _backend() != "cpu":
-        p.error(f"--workers is for the CPU backend (this one is {_backend()}); on a GPU or TPU, --runs together "
-                "trains runs in one program")
+        p.error(f"--executor local is for the CPU backend (this one is {_backend()}); on a GPU or TPU, --runs "
+                "together trains runs in one program")
     return sets
 
 
-def _without_workers(argv: Sequence[str]) -> list[str]:
-    """The invocation's arguments less ``--workers N`` (a worker's command line)."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--workers":
-            skip = True
-        elif not a.startswith("--workers="):
-            out.append(a)
-    return out
+def _start_jobs(execution: jobs.ExecutorConfig, argv: list[str], names: list[str],
+                sets: list[list[int]] | None) -> jobs.Slots:
+    """Start each slot's first job (`bnjax.jobs.Slots`); the parent collects them section
+    by section in `_run_sections`."""
+    executor = _cli.guarded(jobs.make_executor, execution)
+    n = execution.jobs
+
+    job = importlib.import_module("experiments.reproduce").section_job  # by reference, also when run as __main__
+
+    def submit(name: str, slot: int):
+        return executor.submit(job, argv, name, slot, n, sets[slot] if sets else None)
+
+    print(f"jobs: {n} at once through submitit ({execution.engine}); job files in {execution.folder}", flush=True)
+    return jobs.Slots(submit, names, n, retries=execution.retries)
 
 
-def _worker(spec: str, names: Sequence[str], settings) -> None:
-    """A worker process: its share of every section's training, nothing else."""
-    k, n_workers, _ = _workers.parse_worker(spec)
-    pool = os.path.join(settings.workdir, "runs")
-
-    def train(name: str) -> tuple[int, dict, dict]:
-        phases = Phases()
+def section_job(argv: list[str], name: str, slot: int, n_slots: int, cores: list[int] | None) -> dict:
+    """One job (in its own process, started by the engine): slot ``slot``'s share of
+    section ``name``'s training, nothing else. Returns the runs it trained, its seconds,
+    where they went and the XLA programs it compiled or loaded."""
+    if cores is not None:
+        jobs.pin(cores)  # before anything starts JAX's CPU backend
+    t0 = time.perf_counter()
+    p = parser()
+    args = p.parse_args(argv)
+    settings = _cli.settings_from(p, [EXPERIMENTS[name]], args=args)
+    phases = Phases()
+    with _cli.interruptible():  # Ctrl-C or a cancel: the running run saves its checkpoint first
         n = train_share(EXPERIMENTS[name], dataclasses.replace(
-            settings, workdir=os.path.join(settings.workdir, name), pool=pool, progress=False), phases,
-            start=k / n_workers)  # workers start in different programs: each compiles its own
-        return n, phases.seconds, phases.programs
-
-    _workers.run_worker(k, names, train, settings.workdir)
+            settings, workdir=os.path.join(settings.workdir, name), pool=os.path.join(settings.workdir, "runs"),
+            progress=False), phases, start=slot / n_slots)  # slots start at different programs: each compiles its own
+    print(f"slot {slot}: {name}: trained {n} run(s) in {time.perf_counter() - t0:.0f} s", flush=True)
+    return {"trained": n, "seconds": time.perf_counter() - t0, "time_s": phases.seconds, "programs": phases.programs,
+            "pid": os.getpid()}
 
 
 def _stored_suite(p, workdir: str) -> dict:
@@ -168,17 +171,18 @@ def _stored_suite(p, workdir: str) -> dict:
     return runlog.read_json(path)
 
 
-def _run_sections(names: list[str], settings, suite: dict, workers: _workers.Workers | None = None) -> dict:
+def _run_sections(names: list[str], settings, suite: dict, slots: jobs.Slots | None = None) -> dict:
     """Train (or re-read) and analyse each section; times each, unless re-analysing (the
-    stored invocation's times are kept). With ``workers``, they train: each section is
-    analysed once every worker is past it."""
+    stored invocation's times are kept). With ``slots``, jobs train: each section is
+    analysed once every slot's job for it has ended (runs a dead job left are trained here)."""
     pool = os.path.join(settings.workdir, "runs")
     results, seconds = {}, {}
+    finished = _executor.Finished(_labels(names, settings, pool), settings.tracker) if slots is not None else None
     t_all = time.perf_counter()
     for name in names:
         t0 = time.perf_counter()
         print(f"== {name}", flush=True)
-        waited = _wait_for_workers(workers, name, settings, pool) if workers is not None else 0.0
+        waited = slots.wait_for(name, finished) if slots is not None else 0.0
         results[name] = _cli.run(EXPERIMENTS[name], dataclasses.replace(
             settings, workdir=os.path.join(settings.workdir, name), pool=pool))
         if not settings.reanalyze:
@@ -198,18 +202,13 @@ def _run_sections(names: list[str], settings, suite: dict, workers: _workers.Wor
     return results
 
 
-def _wait_for_workers(workers: _workers.Workers, name: str, settings, pool: str) -> float:
-    """Wait until the workers are past section ``name``, counting its runs as they finish."""
-    arms = build_arms(EXPERIMENTS[name], settings)
-    labels = pool_lib.run_labels(arms, seeds_of(arms, settings, name), pool, steps=settings.steps)
-    tracker = settings.tracker
-
-    def finished(rdir: str, label: str, summary: dict) -> None:
-        if tracker is not None:
-            tracker.finished(rdir, label, summary.get("train_seconds", 0.0), trained=True,
-                             accuracy=summary.get("final_test_accuracy"))
-
-    return workers.wait_for(name, labels, finished)
+def _labels(names: list[str], settings, pool: str) -> dict[str, str]:
+    """Run directory -> label, of every run of the sections ``names``."""
+    labels = {}
+    for name in names:
+        arms = build_arms(EXPERIMENTS[name], settings)
+        labels.update(pool_lib.run_labels(arms, seeds_of(arms, settings, name), pool, steps=settings.steps))
+    return labels
 
 
 def sections(only: str | None, tier: str) -> list[str]:
@@ -252,11 +251,16 @@ def _cores_text(metas: list[dict]) -> str:
     return " CPU cores of the process that trained each run: " + ", ".join(parts) + "."
 
 
-def _trained_text(workers: list[dict], wall_s: float) -> str:
+def _trained_text(suite: dict, wall_s: float) -> str:
+    workers = suite.get("workers", [])
     if not workers:
         return f"this invocation spent {wall_s / 60:.2f} min (wall) training"
     n = sum(s["trained"] for w in workers for s in w["sections"].values())
-    text = f"{len(workers)} worker processes (one per core set) trained {n} of them"
+    if "executor" in suite:
+        ex, count = suite["executor"], sum(s.get("attempts", 1) for w in workers for s in w["sections"].values())
+        text = f"{count} jobs ({ex['jobs']} at once, submitit's {ex['engine']} executor) trained {n} of them"
+    else:  # suites made before the executor: worker processes
+        text = f"{len(workers)} worker processes (one per core set) trained {n} of them"
     return text + (f" and this process trained for {wall_s / 60:.2f} min (wall)" if wall_s > 0 else "")
 
 
@@ -290,7 +294,7 @@ def _header(settings, results: dict, suite: dict, counts: dict) -> list[str]:
         f"Time: this invocation {suite['total_s'] / 60:.1f} min ({', '.join(f'{k} {seconds[k]:.0f} s' for k in results)}); "
         f"{len(run_dirs)} runs, whose recorded training times (including evaluations; a group's time shared among "
         f"its runs) add up to {train_s / 60:.2f} min; "
-        + _trained_text(suite.get("workers", []), wall_s) + " (runs finished by an earlier invocation are read back, "
+        + _trained_text(suite, wall_s) + " (runs finished by an earlier invocation are read back, "
         "not retrained).",
         _versions_text(metas) + _cores_text(metas), "",
         *breakdown.lines(results, suite),

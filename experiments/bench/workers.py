@@ -1,5 +1,5 @@
 """One process on every core against worker processes pinned to one core each: the same
-runs, side by side in interleaved rounds (the measurement behind ``reproduce --workers``).
+runs, side by side in interleaved rounds (the measurement behind ``reproduce --executor local:N``).
 
     python -m experiments.bench.workers --data npz:../shared/data/mnist.npz   # 4 BN ConvNet runs, 1,000 steps
     python -m experiments.bench.workers --arch mlp --runs 8 --data npz:../shared/data/mnist.npz   # BN-paper MLP
@@ -9,7 +9,7 @@ Each round trains ``--runs`` runs (seeds 0, 1, ...) of the suite's BN ConvNet or
 paper's sigmoid MLP with BN (``--arch``), evaluated every 100 steps as the suite's arms
 are, twice: in one process on every core, one run after
 another; and split between one process per core, each pinned to its core, training at
-once (`experiments._workers`). Every process compiles with a warm-up run, says it is
+once (`bnjax.jobs.pin`). Every process compiles with a warm-up run, says it is
 ready, and starts when told, so the time is from the common start to the last process's
 end. Prints the raw seconds per round and the throughput ratio.
 """
@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-from experiments import _cli, _workers
+from bnjax import jobs
+from experiments import _cli
 
 
 ARCHS = ("convnet", "mlp")
@@ -88,12 +89,12 @@ def main(argv=None) -> dict:
     args = _cli.parse(p, argv)
     if args.child is not None:
         if args.pin:
-            _workers.pin([int(c) for c in args.pin.split(",")])
+            jobs.pin([int(c) for c in args.pin.split(",")])
         return child(args.arch, args.data, args.steps, [int(s) for s in args.child.split(",")])
     if min(args.steps, args.runs, args.rounds) < 1:
         p.error("--steps, --runs and --rounds must be >= 1")
     try:
-        sets = _workers.core_sets(len(_workers.cores()))
+        sets = jobs.core_sets(len(jobs.cores()))
     except ValueError as e:
         p.error(str(e))
     seeds = list(range(args.runs))
