@@ -28,6 +28,7 @@ before JAX starts its backend; on SLURM each job has the cores its allocation gi
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import time
@@ -154,8 +155,8 @@ def make_executor(cfg: ExecutorConfig) -> Any:
 
     import submitit
 
-    os.makedirs(cfg.folder, exist_ok=True)
     if cfg.engine == "local":
+        os.makedirs(cfg.folder, exist_ok=True)
         ex = submitit.LocalExecutor(folder=cfg.folder)
         ex.update_parameters(timeout_min=LOCAL_TIMEOUT_MIN)
         return ex
@@ -163,10 +164,12 @@ def make_executor(cfg: ExecutorConfig) -> Any:
     if missing:
         raise ConfigError("executor", f"slurm: no {' or '.join(missing)} on this machine's PATH; submit from a "
                                       "SLURM login node (or use --executor local:N here)")
+    os.makedirs(cfg.folder, exist_ok=True)
     ex = submitit.SlurmExecutor(folder=cfg.folder)
     params: dict[str, Any] = {"time": cfg.time_min or 60, "job_name": "bnjax", "ntasks_per_node": 1}
-    for key, value in (("partition", cfg.partition), ("account", cfg.account), ("gpus_per_node", cfg.gpus_per_job or None),
-                       ("cpus_per_task", cfg.cpus_per_job), ("mem", f"{cfg.mem_gb}GB" if cfg.mem_gb else None)):
+    mem = f"{math.ceil(cfg.mem_gb * 1024)}M" if cfg.mem_gb else None  # sbatch takes whole units
+    for key, value in (("partition", cfg.partition), ("account", cfg.account),
+                       ("gpus_per_node", cfg.gpus_per_job or None), ("cpus_per_task", cfg.cpus_per_job), ("mem", mem)):
         if value is not None:
             params[key] = value
     ex.update_parameters(**params)

@@ -58,8 +58,11 @@ def config_from(p: argparse.ArgumentParser, args: argparse.Namespace, workdir: s
     try:
         n_cores = len(jobs.cores()) if hasattr(os, "sched_getaffinity") else 1
         engine, n = jobs.parse_spec(spec, n_cores)
-        return jobs.ExecutorConfig(engine=engine, jobs=n, folder=os.path.join(workdir, "jobs"),
-                                   retries=args.executor_retries, **slurm)
+        cfg = jobs.ExecutorConfig(engine=engine, jobs=n, folder=os.path.join(workdir, "jobs"),
+                                  retries=args.executor_retries, **slurm)
+        if engine == "slurm":
+            jobs.make_executor(cfg)  # no sbatch here: refused now, before anything else
+        return cfg
     except ConfigError as e:  # named by its flag: --executor, --slurm.FIELD, --executor.retries
         p.error(f"--{e.field}: {str(e).split(': ', 1)[1]}")
 

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+import submitit  # noqa: F401  its loggers bind sys.stdout/stderr at import: the real ones, not a test's capture
 
 from bnjax import jobs, pool, runlog
 from bnjax.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
@@ -58,12 +59,14 @@ def test_executor_specs_and_configs_name_their_problem():
     (["--executor", "local:1", "--slurm.time_min", "5"], "--slurm.time_min: is for --executor slurm"),
     (["--executor", "local:999"], "a local job needs a core of its own"),
     (["--executor", "slurm", "--slurm.gpus_per_job", "-1"], "--slurm.gpus_per_job: must be >= 0"),
+    (["--executor", "slurm:4"], "--executor: slurm: no sbatch or srun on this machine's PATH"),
 ])
-def test_bad_executor_flags_exit_2_naming_the_flag(flags, named, tmp_path, capsys):
+def test_bad_executor_flags_exit_2_naming_the_flag(flags, named, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no SLURM commands here, even on a cluster's login node
     with pytest.raises(SystemExit) as e:  # each refused before this process is pinned or anything trains
         reproduce.main(["--quick", "--workdir", str(tmp_path), *flags])
     assert e.value.code == 2 and named in capsys.readouterr().err
-    assert not os.path.exists(os.path.join(tmp_path, "runs"))
+    assert not os.listdir(tmp_path)  # nothing written: no runs, no job folder
 
 
 def test_slurm_without_sbatch_is_refused_in_one_line(tmp_path, monkeypatch):
@@ -81,10 +84,10 @@ def test_slurm_jobs_ask_for_what_the_flags_say(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     ex = jobs.make_executor(jobs.ExecutorConfig(engine="slurm", jobs=4, folder=str(tmp_path / "jobs"),
                                                 partition="gpu", account="lab", gpus_per_job=1, cpus_per_job=8,
-                                                mem_gb=32, time_min=90))
+                                                mem_gb=32.0, time_min=90))
     text = ex._make_submission_file_text("python -m x", "uid")
     for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --gpus-per-node=1",
-                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32GB", "#SBATCH --time=90"):
+                 "#SBATCH --cpus-per-task=8", "#SBATCH --mem=32768M", "#SBATCH --time=90"):
         assert line in text, text
     default = jobs.make_executor(jobs.ExecutorConfig(engine="slurm", jobs=4, folder=str(tmp_path / "jobs2")))
     text = default._make_submission_file_text("python -m x", "uid")
