@@ -187,11 +187,8 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
         if c.rdir in done and tracker is not None:
             tracker.finished(c.rdir, _label(c), 0.0, trained=False)
     _work_through(queue, len(cells), datasets, done, progress, mode, timing, phases, tracker)
-    out: dict[str, list[Run]] = {}
-    for c in cells:
-        out.setdefault(c.arm, []).append(done[c.rdir])
     _write_views(cells, done)
-    return out
+    return _by_arm(cells, done)
 
 
 def train_unheld(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, Sequence[int]], pool: str, *,
@@ -353,11 +350,17 @@ def read_runs(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[st
                if not os.path.exists(os.path.join(c.rdir, "results.json"))]
     if missing:
         raise MissingRunsError(missing)
-    out: dict[str, list[Run]] = {}
     runs = {c.rdir: _read(c) for c in cells}
-    for c in cells:
-        out.setdefault(c.arm, []).append(runs[c.rdir])
     _write_views(cells, runs)
+    return _by_arm(cells, runs)
+
+
+def _by_arm(cells: list[_Cell], runs: Mapping[str, Run]) -> dict[str, list[Run]]:
+    """Arm -> its runs in seed order; a run two arms share appears under each arm's name."""
+    out: dict[str, list[Run]] = {}
+    for c in cells:
+        run = runs[c.rdir]
+        out.setdefault(c.arm, []).append(run if run.arm == c.arm else dataclasses.replace(run, arm=c.arm))
     return out
 
 

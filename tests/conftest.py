@@ -52,6 +52,14 @@ def pytest_unconfigure(config):
     shutil.rmtree(_STATE["path"], ignore_errors=True)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests marked slow first (stable otherwise): pytest-xdist hands tests out in
+    this order, so its workers start on the long end-to-end tests and finish on short ones
+    together, instead of one worker running a long test alone at the end (longest first
+    is the classic rule for keeping parallel workers busy)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def session_xla_cache():
     """The test run's cache directory; re-enabled after the test (for tests that point JAX elsewhere)."""

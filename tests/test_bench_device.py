@@ -14,6 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_device_benchmark_smoke_writes_every_part(tmp_path):
     out = tmp_path / "dev"
     proc = subprocess.run([sys.executable, "-m", "experiments.bench.device", "--smoke", "--out", str(out)], cwd=ROOT,

@@ -52,6 +52,7 @@ def _same(a, b):
     return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     killed = str(tmp_path / "killed")
     proc = _start(CFG, killed)

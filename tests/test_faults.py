@@ -230,6 +230,7 @@ def test_nan_pixels_float_labels_and_empty_sets_are_named(tmp_path):
 # 8. a failed start does not block the corrected command
 
 
+@pytest.mark.slow
 def test_a_failed_start_leaves_the_workdir_usable(tmp_path):
     wd = str(tmp_path / "run")
     proc = _train_cli("--workdir", wd, "--data", f"npz:{tmp_path}/missing.npz", "--steps", "20")

@@ -221,6 +221,7 @@ def _one_core():
     return lambda: os.sched_setaffinity(0, {first})
 
 
+@pytest.mark.slow
 @TWO_CORES
 def test_local_jobs_train_each_run_once_as_one_process_on_one_core_does(tmp_path):
     """Four jobs (2 sections x 2 slots) of submitit's local executor on one pool: each run
@@ -275,6 +276,7 @@ def _held_run_with_checkpoint(pool_dir):
     return None
 
 
+@pytest.mark.slow
 @TWO_CORES
 def test_a_sigkilled_job_leaves_its_run_to_a_new_job_that_resumes_it(tmp_path):
     wd = str(tmp_path / "kill")

@@ -3,11 +3,13 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_the_analysis_notebook_runs(tmp_path):
     nb = nbformat.read(os.path.join(ROOT, "examples", "analysis.ipynb"), as_version=4)
     nb.cells[1].source = f"WORKDIR = {str(tmp_path)!r}\nSTEPS = 300"  # its parameters cell

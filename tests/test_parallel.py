@@ -93,6 +93,7 @@ def child(tmp_path_factory):
     return pathlib.Path(d["wd"]), d["out"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mlp", "convnet"])
 def test_sharded_training_equals_one_device(child, arch):
     _, out = child
@@ -128,6 +129,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_over_loopback_agree_with_one_process(tmp_path):
     """jax.distributed.initialize with two CPU processes (gloo collectives over loopback),
     data parallel over their two devices; process 0 writes the run."""

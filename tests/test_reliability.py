@@ -109,6 +109,7 @@ def test_5_the_pool_moves_a_stale_run_only_under_its_lock(tmp_path):
     assert os.path.exists(os.path.join(moved, "config.json")) and not rdir.exists()
 
 
+@pytest.mark.slow
 def test_6_two_invocations_share_one_pool_and_train_each_run_once(tmp_path):
     wd = str(tmp_path / "ab")
     # the reproduce smoke test's flags (tests/test_experiments.py), whose placement programs the cache then holds
@@ -175,6 +176,7 @@ def test_9_one_source_for_data_keys_revisions_and_checksum_files():
     assert runlog.git_revision() in (g["commit"], g["commit"] + "+dirty", "unknown")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a small tmpfs: needs root")
 def test_10_a_full_disk_ends_the_run_in_one_line_and_the_same_command_resumes(tmp_path):
     mnt = tmp_path / "small"

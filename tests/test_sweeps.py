@@ -136,6 +136,7 @@ def test_natural_image_tiers_choose_their_nets(tmp_path):
     assert {c.model.channels for c in lr_table.arms(plain).values()} == {(24, 32)}
 
 
+@pytest.mark.slow
 def test_natural_image_tiers_run_end_to_end_on_cifar_shaped_arrays(tmp_path):
     path = tmp_path / "cifar_like.npz"
     _cifar_like(path)

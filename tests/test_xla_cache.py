@@ -65,6 +65,7 @@ def _fit(cache: str | None) -> tuple[str, dict, timing.Phases]:
     return _digest(r), r.summary, phases
 
 
+@pytest.mark.slow
 def test_a_loaded_program_computes_bitwise_what_a_fresh_compile_does(tmp_path, session_xla_cache):
     compiled, s1, p1 = _fit(str(tmp_path))  # an empty cache: every program compiled, and written
     loaded, s2, p2 = _fit(str(tmp_path))
@@ -92,6 +93,7 @@ print(_digest(r), phases.programs["compiled"], phases.programs["loaded"])
 """
 
 
+@pytest.mark.slow
 def test_two_processes_compiling_into_one_cache_at_once_both_finish(tmp_path, session_xla_cache):
     code = _CHILD.format(root=ROOT)
     env = {**os.environ, "PYTHONPATH": ROOT}
