@@ -28,6 +28,8 @@ _STATE: dict = {}
 
 
 def pytest_configure(config):
+    if getattr(config.option, "maxschedchunk", "absent") is None:  # the xdist controller: see modifyitems below
+        config.option.maxschedchunk = 1
     if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller's cache, from the environment
         path = os.environ[xla_cache.ENV]
     elif os.environ.get("BNJAX_TEST_XLA_CACHE"):  # a cache kept across test runs (mutation testing runs thousands)
@@ -53,10 +55,13 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests marked slow first (stable otherwise): pytest-xdist hands tests out in
-    this order, so its workers start on the long end-to-end tests and finish on short ones
-    together, instead of one worker running a long test alone at the end (longest first
-    is the classic rule for keeping parallel workers busy)."""
+    """The tests marked slow first (stable otherwise), handed out one at a time: pytest-xdist's
+    workers start on the long end-to-end tests and finish on short ones together, instead of
+    one worker running a long test alone at the end (longest first is the classic rule for
+    keeping parallel workers busy). One at a time (``--maxschedchunk 1``, set in
+    `pytest_configure` unless given): xdist's default first hands each worker a block of a
+    quarter of its share of consecutive tests, which would give every slow test to the
+    first worker."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
-def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
+def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys):
     wd = str(tmp_path / "rep")
     cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--seeds", "1", "--steps", "3", "--quiet",
            "--workdir", wd]
@@ -53,20 +53,25 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     assert run.step == 3
     acc = bnjax.evaluate(run)["accuracy"]
     assert abs(acc - run.summary["final_test_accuracy"]) < 1e-6
+    # the follow-up invocations run in this process (the first one checked the command line as a user runs it):
     # a second invocation reads every run back instead of retraining
+    from experiments import reproduce
+
     stamps = {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and again.stdout.count(": read back") == len(runs)
+    capsys.readouterr()
+    reproduce.main(cmd[3:])
+    assert capsys.readouterr().out.count(": read back") == len(runs)
     assert stamps == {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
     # re-rendered from the run records alone: the same report, byte for byte
     before = open(os.path.join(wd, "report.md")).read()
-    redo = [sys.executable, "-m", "experiments.reproduce", "--reanalyze", "--workdir", wd]
-    proc = subprocess.run(redo, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
+    redo = ["--reanalyze", "--workdir", wd]
+    reproduce.main(redo)
     assert open(os.path.join(wd, "report.md")).read() == before
     os.remove(os.path.join(runs[0], "results.json"))  # a missing run is named, nothing is trained
-    proc = subprocess.run(redo, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1 and "missing from the pool" in proc.stderr and runs[0] in proc.stderr
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main(redo)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "missing from the pool" in err and runs[0] in err
     # --stale refuse: a stale run in the last section is refused before the first section trains anything
     first, last = ([os.path.normpath(os.path.join(wd, sec, d)) for d in json.load(
         open(os.path.join(wd, sec, "results.json")))["run_dirs"]] for sec in ("placement", "depth"))
@@ -76,9 +81,11 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path):
     meta = json.load(open(os.path.join(stale, "meta.json")))
     meta["data_fingerprint"]["checksum"] = "0" * 32
     json.dump(meta, open(os.path.join(stale, "meta.json"), "w"))
-    proc = subprocess.run([*cmd, "--stale", "refuse"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1 and "1 run(s) in the pool differ" in proc.stderr, proc.stderr
-    assert f"{stale}: data fingerprint" in proc.stderr and ": trained in " not in proc.stdout
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main([*cmd[3:], "--stale", "refuse"])
+    out, err = capsys.readouterr()
+    assert exit_.value.code == 1 and "1 run(s) in the pool differ" in err, err
+    assert f"{stale}: data fingerprint" in err and ": trained in " not in out
     assert not os.path.exists(os.path.join(todo, "results.json")) and os.path.exists(os.path.join(stale, "meta.json"))
 
 
