@@ -42,22 +42,34 @@ class RunLock:
     a process trains there. The kernel releases it when the holder exits, however it
     exits, so a lock file left by a killed process never blocks: the next process takes it.
 
+    `is_locked` and `wait_unlocked` look at a lock by holding it shared for an instant; a
+    process taking the lock at that instant would find it busy, so a busy lock is tried
+    again for ``grace_s`` before it counts as held (a trainer holds it for seconds or more;
+    without the grace, two jobs starting a section made each other skip runs they then
+    both left untrained).
+
     Raises:
       RunLockedError: another live process holds it (named by pid, host and start time).
     """
 
-    def __init__(self, workdir: str):
+    def __init__(self, workdir: str, grace_s: float = 0.5):
         import fcntl
 
         path = os.path.join(workdir, ".lock")
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(self._fd, 500).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            raise RunLockedError(f"{workdir} is in use by another process ({holder}); wait for it to finish "
-                                 "or use another --workdir") from None
+        deadline = time.monotonic() + grace_s
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    continue
+                holder = os.read(self._fd, 500).decode(errors="replace").strip() or "unknown"
+                os.close(self._fd)
+                raise RunLockedError(f"{workdir} is in use by another process ({holder}); wait for it to finish "
+                                     "or use another --workdir") from None
         os.ftruncate(self._fd, 0)
         os.write(self._fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}"
                  .encode())

@@ -180,6 +180,41 @@ def test_a_second_process_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path
     assert fit(TINY, wd, progress=False).summary["final_step"] == 60  # the stale lock does not block
 
 
+_PROBER = """
+import sys, time
+from bnjax import runlog
+print("probing", flush=True)
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    runlog.is_locked(sys.argv[1])
+"""
+
+
+def test_a_process_looking_at_a_lock_never_makes_a_trainer_skip_the_run(tmp_path):
+    """`is_locked` holds the lock shared for an instant; a process taking the lock then
+    must not count it as held (two jobs starting a section made each other leave runs
+    untrained that way: ~7% of 20,000 lock attempts failed under a looping prober)."""
+    wd = str(tmp_path / "run")
+    os.makedirs(wd)
+    prober = subprocess.Popen([sys.executable, "-c", _PROBER, wd, "60"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([prober.stdout], [], [], 120)
+        assert ready and prober.stdout.readline().strip() == "probing"
+        for _ in range(3000):  # each would fail ~7% of the time without the grace: ~200 failures expected
+            runlog.RunLock(wd).release()
+    finally:
+        prober.kill()
+        prober.wait()
+    held = runlog.RunLock(wd)
+    try:  # a real holder still refuses, after the grace
+        t0 = time.monotonic()
+        with pytest.raises(runlog.RunLockedError):
+            runlog.RunLock(wd, grace_s=0.2)
+        assert time.monotonic() - t0 >= 0.2
+    finally:
+        held.release()
+
+
 # 6. every check that can be made before compute is made before compute
 
 

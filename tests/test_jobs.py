@@ -239,7 +239,7 @@ def test_local_jobs_train_each_run_once_as_one_process_on_one_core_does(tmp_path
     assert runs == sorted(os.path.relpath(r, one) for r in glob.glob(os.path.join(one, "runs", "*", "seed_0")))
     assert [w["cores"] for w in suite["workers"]] == [[c] for c in sorted(os.sched_getaffinity(0))[:2]]
     trained = {n: sum(w["sections"][n]["trained"] for w in suite["workers"]) for n in ("placement", "depth")}
-    assert sum(trained.values()) == len(runs) and trained["depth"] == 4  # each run once, by the jobs
+    assert sum(trained.values()) == len(runs) and trained["depth"] == 4, proc.stdout + proc.stderr  # by the jobs
     assert suite["executor"] == {"engine": "local", "jobs": 2, "failed": []}
     assert len(glob.glob(os.path.join(wd, "jobs", "*_result.pkl"))) == 4  # submitit's own job files
     for r in runs:  # one segment, one core; the same numbers as the one-process run
