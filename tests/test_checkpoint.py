@@ -231,3 +231,35 @@ def test_only_process_zero_keeps_checkpoints_on_several_hosts():
         multi = multiprocessing_options(n)
         assert multi.primary_host == 0 and multi.active_processes == {0}
     assert multiprocessing_options(2) != ocp.options.MultiprocessingOptions()
+
+
+def test_restore_latest_falls_back_and_names_the_cause_in_200_characters_at_the_caller(tmp_path, monkeypatch):
+    store = Checkpoints(str(tmp_path / "ck"), keep=5)
+    for step in (10, 20):
+        store.save(step, _tiny_state(float(step)), {"val_accuracy": step / 100})
+    real = store.restore
+
+    def unreadable_20(step, target):
+        if step == 20:
+            raise ValueError("a" * 199 + "bc" + "d" * 100)
+        return real(step, target)
+
+    monkeypatch.setattr(store, "restore", unreadable_20)
+    with pytest.warns(UserWarning) as caught:
+        state, step = store.restore_latest(_tiny_state())
+    assert step == 10 and _same(state, _tiny_state(10.0))
+    (w,) = caught
+    text = str(w.message)
+    assert "step 20" in text and "(ValueError: " + "a" * 199 + "b); trying an older one" in text  # 200 characters
+    assert w.filename == __file__  # attributed to the caller, not to bnjax/checkpoint.py
+
+
+def test_short_error_keeps_a_message_without_the_disk_cause_and_cuts_at_300_characters():
+    from bnjax.checkpoint import short_error
+
+    assert short_error(ValueError("cannot read k")) == "cannot read k"  # no cause added where there is none
+    assert short_error(OSError("No space left on device: writing k")) == "No space left on device: writing k"
+    assert short_error(ValueError("x" * 300)) == "x" * 300
+    assert short_error(ValueError("x" * 301)) == "x" * 300 + " ..."
+    spec = ValueError("Error writing [tensorstore_spec='{\"a\": 1}'] No space left on device")
+    assert short_error(spec) == "No space left on device: Error writing"  # the cause kept where the cut drops it
