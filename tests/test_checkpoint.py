@@ -263,3 +263,12 @@ def test_short_error_keeps_a_message_without_the_disk_cause_and_cuts_at_300_char
     assert short_error(ValueError("x" * 301)) == "x" * 300 + " ..."
     spec = ValueError("Error writing [tensorstore_spec='{\"a\": 1}'] No space left on device")
     assert short_error(spec) == "No space left on device: Error writing"  # the cause kept where the cut drops it
+
+
+def test_an_unreadable_checksum_file_is_named_with_its_error(tmp_path):
+    store = Checkpoints(str(tmp_path / "ck"), keep=3)
+    store.save(10, _tiny_state(1.0), {"val_accuracy": 0.5})
+    (tmp_path / "ck" / "10" / "bnjax_checksums.json").write_text("{not json")
+    with pytest.raises(bnjax.checkpoint.CheckpointError,
+                       match=r"step 10 .*checksum file cannot be read \(JSONDecodeError: .*cannot be verified"):
+        store.restore(10, _tiny_state())
