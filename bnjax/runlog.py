@@ -44,7 +44,7 @@ class RunLock:
 
     `is_locked` and `wait_unlocked` look at a lock by holding it shared for an instant; a
     process taking the lock at that instant would find it busy, so a busy lock is tried
-    again for ``grace_s`` before it counts as held (a trainer holds it for seconds or more;
+    again for up to ``grace_s`` while only lookers hold it (a trainer's exclusive hold is refused at once;
     without the grace, two jobs starting a section made each other skip runs they then
     both left untrained).
 
@@ -63,8 +63,8 @@ class RunLock:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() < deadline:
-                    time.sleep(0.005)
+                if time.monotonic() < deadline and not _held_exclusively(path):
+                    time.sleep(0.005)  # only lookers hold it (shared): they let go at once
                     continue
                 holder = os.read(self._fd, 500).decode(errors="replace").strip() or "unknown"
                 os.close(self._fd)
@@ -78,6 +78,20 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
+
+
+def _held_exclusively(path: str) -> bool:
+    """Whether a trainer (not a process looking, which holds the lock shared) holds ``path``."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 class LocksUnsupportedError(RuntimeError):
