@@ -63,7 +63,7 @@ class RunLock:
                 fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() < deadline and not _held_exclusively(path):
+                if time.monotonic() < deadline and not is_locked(workdir):
                     time.sleep(0.005)  # only lookers hold it (shared): they let go at once
                     continue
                 holder = os.read(self._fd, 500).decode(errors="replace").strip() or "unknown"
@@ -78,20 +78,6 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
-
-
-def _held_exclusively(path: str) -> bool:
-    """Whether a trainer (not a process looking, which holds the lock shared) holds ``path``."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 class LocksUnsupportedError(RuntimeError):
