@@ -186,7 +186,7 @@ def run_arms(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str
     for c in cells:
         if c.rdir in done and tracker is not None:
             tracker.finished(c.rdir, _label(c), 0.0, trained=False)
-    _work_through(queue, len(cells), datasets, done, progress, mode, timing, phases, tracker)
+    _work_through(queue, _n_runs(cells), datasets, done, progress, mode, timing, phases, tracker)
     _write_views(cells, done)
     return _by_arm(cells, done)
 
@@ -212,7 +212,7 @@ def train_unheld(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping
     phases = phases if phases is not None else Phases()
     cells, datasets, done, queue, mode = _prepare(arms, seeds, pool, runs, stale, steps, view, phases)
     i = int(len(queue) * start)
-    return _work_through(queue[i:] + queue[:i], len(cells), datasets, done, progress, mode, None, phases, None,
+    return _work_through(queue[i:] + queue[:i], _n_runs(cells), datasets, done, progress, mode, None, phases, None,
                          wait=False)
 
 
@@ -324,6 +324,11 @@ def _cells(arms: Mapping[str, TrainConfig], seeds: Sequence[int] | Mapping[str, 
     per_arm = seeds if isinstance(seeds, Mapping) else {arm: seeds for arm in arms}
     return [_Cell(arm, c, run_dir(pool, c), events.view_dir(view, arm, c.seed) if view else None)
             for arm, base in arms.items() for c in _seeded(base, per_arm[arm], steps)]
+
+
+def _n_runs(cells: list[_Cell]) -> int:
+    """How many runs the cells name (a run two arms share counted once): the N of "[k/N]"."""
+    return len({c.rdir for c in cells})
 
 
 def _label(c: _Cell) -> str:

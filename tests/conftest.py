@@ -54,6 +54,20 @@ def pytest_unconfigure(config):
     shutil.rmtree(_STATE["path"], ignore_errors=True)
 
 
+_PROGRAMS_ORDER = {"smoke": 0, None: 1, "after smoke": 2}  # slow tests; the rest come last (3)
+
+
+def _order(item) -> int:
+    slow = item.get_closest_marker("slow")
+    if slow is None:
+        return 3
+    programs = slow.kwargs.get("programs")
+    if programs not in _PROGRAMS_ORDER:
+        raise pytest.UsageError(f"{item.nodeid}: slow(programs={programs!r}): choose from "
+                                f"{[k for k in _PROGRAMS_ORDER if k]}")
+    return _PROGRAMS_ORDER[programs]
+
+
 def pytest_collection_modifyitems(config, items):
     """The tests marked slow first (stable otherwise), handed out one at a time: pytest-xdist's
     workers start on the long end-to-end tests and finish on short ones together, instead of
@@ -61,8 +75,14 @@ def pytest_collection_modifyitems(config, items):
     keeping parallel workers busy). One at a time (``--maxschedchunk 1``, set in
     `pytest_configure` unless given): xdist's default first hands each worker a block of a
     quarter of its share of consecutive tests, which would give every slow test to the
-    first worker."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    first worker.
+
+    Among the slow tests, the reproduce smoke (``slow(programs="smoke")``) starts first and
+    the tests that compile the smoke's programs again (``slow(programs="after smoke")``:
+    its flags, another process) start after the other slow tests, by when the smoke has put
+    those programs in the run's XLA cache: they load them instead of compiling them at the
+    same time as the smoke."""
+    items.sort(key=_order)
 
 
 @pytest.fixture

@@ -54,19 +54,20 @@ def _same(a, b):
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
+    cfg = dataclasses.replace(CFG, steps=1200)  # killed at a checkpoint >= 300: 900 steps (9 evaluations) to spare
     killed = str(tmp_path / "killed")
-    proc = _start(CFG, killed)
+    proc = _start(cfg, killed)
     _wait_for_checkpoint(killed, 300, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not os.path.exists(os.path.join(killed, "results.json"))  # it really was cut short
-    resumed = bnjax.fit(CFG, killed, progress=False)
-    straight = bnjax.fit(CFG, str(tmp_path / "straight"), progress=False)
+    resumed = bnjax.fit(cfg, killed, progress=False)
+    straight = bnjax.fit(cfg, str(tmp_path / "straight"), progress=False)
     assert _same(resumed.state.params, straight.state.params)
     assert _same(resumed.state.batch_stats, straight.state.batch_stats)
     assert _same(resumed.state.opt_state, straight.state.opt_state)
     steps = [r["step"] for r in bnjax.runlog.read_metrics(killed)]
-    assert steps == list(range(100, 4001, 100))  # no duplicated or lost records
+    assert steps == list(range(100, 1201, 100))  # no duplicated or lost records
 
 
 def test_ctrl_c_saves_a_checkpoint_and_says_so(tmp_path):
@@ -251,7 +252,8 @@ def test_restore_latest_falls_back_and_names_the_cause_in_200_characters_at_the_
     (w,) = caught
     text = str(w.message)
     assert "step 20" in text and "(ValueError: " + "a" * 199 + "b); trying an older one" in text  # 200 characters
-    assert w.filename == __file__  # attributed to the caller, not to bnjax/checkpoint.py
+    # attributed to the caller, not to bnjax/checkpoint.py (under mutmut, its trampoline is the frame in between)
+    assert w.filename == __file__ or w.filename.endswith(os.path.join("mutmut", "mutation", "trampoline.py"))
 
 
 def test_short_error_keeps_a_message_without_the_disk_cause_and_cuts_at_300_characters():

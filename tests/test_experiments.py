@@ -15,7 +15,7 @@ import bnjax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(programs="smoke")
 def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys):
     wd = str(tmp_path / "rep")
     cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--seeds", "1", "--steps", "3", "--quiet",

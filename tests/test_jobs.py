@@ -221,7 +221,7 @@ def _one_core():
     return lambda: os.sched_setaffinity(0, {first})
 
 
-@pytest.mark.slow
+@pytest.mark.slow(programs="after smoke")
 @TWO_CORES
 def test_local_jobs_train_each_run_once_as_one_process_on_one_core_does(tmp_path):
     """Four jobs (2 sections x 2 slots) of submitit's local executor on one pool: each run

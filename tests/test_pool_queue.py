@@ -120,6 +120,7 @@ def test_each_run_is_trained_once_in_order_with_its_count_and_read_back_after(tm
     assert trainer.calls == [] and again == out  # read back from the records, nothing trained
     assert [t[1:] for t in tracker.told] == [(f"{arm} seed {s}", 0.0, False, None) for arm in ("b", "a")
                                             for s in (0, 1)]
+    assert [t[0] for t in tracker.told] == [r.workdir for arm in ("b", "a") for r in out[arm]]  # counted by run
 
 
 def test_together_groups_the_runs_of_one_program_and_counts_from_the_runs_already_done(tmp_path, trainer):

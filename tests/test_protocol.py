@@ -98,7 +98,7 @@ def _git(cwd, *args):
                         "GIT_COMMITTER_EMAIL": "t@t"})
 
 
-@pytest.mark.slow
+@pytest.mark.slow(programs="after smoke")
 def test_a_confirmatory_suite_runs_a_committed_protocol_on_fresh_seeds(tmp_path, capsys):
     """Refused while the protocol is not committed (or has changes); once committed, its
     runs use seeds from its first seed, its seeds per kind, and the header says

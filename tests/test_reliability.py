@@ -109,7 +109,7 @@ def test_5_the_pool_moves_a_stale_run_only_under_its_lock(tmp_path):
     assert os.path.exists(os.path.join(moved, "config.json")) and not rdir.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow(programs="after smoke")
 def test_6_two_invocations_share_one_pool_and_train_each_run_once(tmp_path):
     wd = str(tmp_path / "ab")
     # the reproduce smoke test's flags (tests/test_experiments.py), whose placement programs the cache then holds
