@@ -158,10 +158,10 @@ def test_natural_image_tiers_run_end_to_end_on_cifar_shaped_arrays(tmp_path):
     # the cpu tier (the default on a CPU): the tier in the report and in the stored invocation (its cheapest
     # section, 4 MLPs; its ConvNet arms are asserted in test_natural_image_tiers_choose_their_nets)
     cpu = tmp_path / "cpu"
-    cmd = [sys.executable, "-m", "experiments.reproduce", "--data", f"npz:{path}", "--quick", "--seeds", "1",
-           "--steps", "2", "--quiet", "--workdir", str(cpu), "--only", "depth"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from experiments import reproduce  # in this process (the gpu tier ran as a user's command line)
+
+    reproduce.main(["--data", f"npz:{path}", "--quick", "--seeds", "1", "--steps", "2", "--quiet", "--workdir",
+                    str(cpu), "--only", "depth"])
     assert "Tier: cpu" in open(cpu / "report.md").read()
     assert json.load(open(cpu / "suite.json"))["argv"][-2:] == ["--tier", "cpu"]
 
