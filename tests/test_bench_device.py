@@ -41,7 +41,9 @@ def test_device_benchmark_smoke_writes_every_part(tmp_path):
         assert re.search(rf"\|\s*{c['k']}\s*\|\s*{c['layout']}\s*\|\s*{c['gain_per_model']:.2f}x\s*\|", md), c
 
 
-def test_device_benchmark_names_a_bad_data_source(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.bench.device", "--out", str(tmp_path), "--data",
-                           "npz:/nonexistent.npz"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "npz data file not found: /nonexistent.npz" in proc.stderr
+def test_device_benchmark_names_a_bad_data_source(tmp_path, capsys):
+    from experiments.bench import device
+
+    with pytest.raises(SystemExit) as e:  # in this process
+        device.main(["--out", str(tmp_path), "--data", "npz:/nonexistent.npz"])
+    assert e.value.code == 2 and "npz data file not found: /nonexistent.npz" in capsys.readouterr().err

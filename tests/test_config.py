@@ -37,7 +37,16 @@ def test_unknown_keys_are_refused_and_round_trip_works():
     (["--data", "nowhere"], "data.source"),
     (["--no-such-flag"], "unrecognized arguments"),
 ])
-def test_bad_flags_exit_2_with_message(flags, needle):
-    proc = subprocess.run([sys.executable, "-m", "experiments.fig1_mnist", *flags], capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert needle in proc.stderr
+def test_bad_flags_exit_2_with_message(flags, needle, capsys):
+    from experiments import fig1_mnist
+
+    with pytest.raises(SystemExit) as e:  # in this process: the flags are refused before anything is computed
+        fig1_mnist.main(flags)
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_a_bad_flag_on_the_command_line_exits_2_naming_it():
+    proc = subprocess.run([sys.executable, "-m", "experiments.fig1_mnist", "--model.norm", "bogus"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "model.norm" in proc.stderr

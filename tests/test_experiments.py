@@ -89,13 +89,15 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys
     assert not os.path.exists(os.path.join(todo, "results.json")) and os.path.exists(os.path.join(stale, "meta.json"))
 
 
-def test_experiment_flags_are_validated():
+def test_experiment_flags_are_validated(capsys):
     proc = subprocess.run([sys.executable, "-m", "experiments.reproduce", "--only", "nope"], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown experiment" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "experiments.placement", "--data", "svhn"], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown data source 'svhn'" in proc.stderr
+    from experiments import placement
+
+    with pytest.raises(SystemExit) as e:  # in this process
+        placement.main(["--data", "svhn"])
+    assert e.value.code == 2 and "unknown data source 'svhn'" in capsys.readouterr().err
 
 
 def _experiments():

@@ -2,7 +2,6 @@
 per failure found by hand on experiments.train with the digits data."""
 
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -228,9 +227,13 @@ def test_too_many_population_batches_fail_before_training(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
-def test_non_finite_learning_rate_is_a_flag_error(value):
-    proc = _train_cli(f"--optim.learning_rate={value}")
-    assert proc.returncode == 2 and "optim.learning_rate" in proc.stderr and "finite" in proc.stderr
+def test_non_finite_learning_rate_is_a_flag_error(value, capsys):
+    from experiments import train
+
+    with pytest.raises(SystemExit) as e:  # in this process (train's command line: tests/test_faults.py, 8.)
+        train.main(["--quiet", f"--optim.learning_rate={value}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "optim.learning_rate" in err and "finite" in err
     with pytest.raises(ConfigError, match="init_std"):
         ModelConfig(init_std=float(value))
 
@@ -266,13 +269,16 @@ def test_nan_pixels_float_labels_and_empty_sets_are_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failed_start_leaves_the_workdir_usable(tmp_path):
+def test_a_failed_start_leaves_the_workdir_usable(tmp_path, capsys):
+    from experiments import train
+
     wd = str(tmp_path / "run")
-    proc = _train_cli("--workdir", wd, "--data", f"npz:{tmp_path}/missing.npz", "--steps", "20")
-    assert proc.returncode == 1 and "not found" in proc.stderr
-    proc = _train_cli("--workdir", wd, "--data.batch_size", "5000", "--steps", "20")
-    assert proc.returncode == 1 and "exceeds the 1150 training examples" in proc.stderr
-    proc = _train_cli("--workdir", wd, "--steps", "20", "--eval_every", "10")
+    for flags, says in ((["--data", f"npz:{tmp_path}/missing.npz"], "not found"),
+                        (["--data.batch_size", "5000"], "exceeds the 1150 training examples")):
+        with pytest.raises(SystemExit) as e:  # the failed starts in this process...
+            train.main(["--quiet", "--workdir", wd, *flags, "--steps", "20"])
+        assert e.value.code == 1 and says in capsys.readouterr().err
+    proc = _train_cli("--workdir", wd, "--steps", "20", "--eval_every", "10")  # ...the corrected command in another
     assert proc.returncode == 0, proc.stderr
     assert runlog.read_json(os.path.join(wd, "config.json"))["data"]["source"] == "digits"
 
@@ -313,14 +319,15 @@ def test_resume_between_evaluations_logs_the_same_training_loss(tmp_path):
 # 11. smaller ones
 
 
-def test_analyze_evaluate_on_a_diverged_run_without_checkpoint_says_so(tmp_path):
+def test_analyze_evaluate_on_a_diverged_run_without_checkpoint_says_so(tmp_path, capsys):
     cfg = dataclasses.replace(TINY, model=dataclasses.replace(TINY.model, norm="none", init="normal", init_std=1e25),
                               steps=40, eval_every=20)  # logits overflow: the loss of step 0 is already NaN
     fit(cfg, str(tmp_path / "run"), progress=False)
-    proc = subprocess.run([sys.executable, "-m", "experiments.analyze", str(tmp_path / "run"), "--evaluate"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    row = [line for line in proc.stdout.splitlines() if str(tmp_path) in line][0]
+    from experiments import analyze
+
+    capsys.readouterr()
+    analyze.main([str(tmp_path / "run"), "--evaluate"])  # in this process
+    row = [line for line in capsys.readouterr().out.splitlines() if str(tmp_path) in line][0]
     assert "no readable checkpoint" in row or "no checkpoint" in row
     div = runlog.read_json(str(tmp_path / "run" / "results.json"))["diverged_at"]
     assert div == 0
