@@ -78,17 +78,18 @@ def test_folded_model_equals_original_in_eval(arch, shape):
     cfg = ModelConfig(arch=arch, norm="batch", activation="relu", channels=(6, 8), dense=16, hidden=(20, 12))
     model = build_model(cfg)
     x = jax.random.normal(jax.random.key(2), shape)
-    v = model.init(jax.random.key(3), x, False)
+    v = jax.jit(lambda k: model.init(k, x, False))(jax.random.key(3))  # jitted: one program each
     # make the statistics and affine parameters non-trivial
-    _, upd = model.apply(v, x * 3 + 1, True, mutable=["batch_stats"])
+    _, upd = jax.jit(lambda v: model.apply(v, x * 3 + 1, True, mutable=["batch_stats"]))(v)
     leaves, tree = jax.tree.flatten(v["params"])
     keys = jax.random.split(jax.random.key(4), len(leaves))
     params = jax.tree.unflatten(tree, [p + 0.3 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
     v = {"params": params, "batch_stats": upd["batch_stats"]}
     fcfg, fv = fold_batchnorm(cfg, v)
     folded = build_model(fcfg)
-    assert "batch_stats" not in folded.init(jax.random.key(0), x, False)
-    np.testing.assert_allclose(folded.apply(fv, x, False), model.apply(v, x, False), rtol=1e-5, atol=1e-5)
+    assert "batch_stats" not in jax.eval_shape(lambda k: folded.init(k, x, False), jax.random.key(0))
+    np.testing.assert_allclose(jax.jit(lambda v: folded.apply(v, x, False))(fv),
+                               jax.jit(lambda v: model.apply(v, x, False))(v), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="placement='before'"):
         fold_batchnorm(dataclasses.replace(cfg, placement="after"), v)
 
@@ -97,9 +98,9 @@ def test_probes_match_numpy_percentiles_of_the_same_activations():
     cfg = ModelConfig(arch="mlp", hidden=(10, 7), norm="batch", activation="sigmoid")
     model = build_model(cfg)
     x = jax.random.normal(jax.random.key(5), (50, 28, 28))
-    v = model.init(jax.random.key(6), x, False)
+    v = jax.jit(lambda k: model.init(k, x, False))(jax.random.key(6))
     got = probe_percentiles(model, v, x, unit=3, qs=(15.0, 50.0, 85.0))
-    _, coll = model.apply(v, x, True, mutable=["intermediates", "batch_stats"])
+    _, coll = jax.jit(lambda v: model.apply(v, x, True, mutable=["intermediates", "batch_stats"]))(v)
     for layer in ("block0", "block1"):
         acts = np.asarray(coll["intermediates"][layer]["preact"][0])[:, 3]
         np.testing.assert_allclose(got[layer], np.percentile(acts, [15, 50, 85]), rtol=1e-5, atol=1e-6)
@@ -121,9 +122,10 @@ def test_other_normalisers_train_as_arms(norm):
                       data=DataConfig(source="digits", batch_size=32), steps=150, eval_every=150)
     model = build_model(dataclasses.replace(cfg.model, conv_impl="xla"))
     x = jax.random.normal(jax.random.key(0), (32, 8, 8, 1)) * 2 + 1
-    v = model.init(jax.random.key(1), x, False)
-    _, st = model.apply(v, x, True, mutable=["batch_stats", "intermediates"],
-                        capture_intermediates=lambda mdl, _: mdl.name == "norm" and mdl.parent.name == "norm")
+    v = jax.jit(lambda k: model.init(k, x, False))(jax.random.key(1))  # jitted: one program each
+    captured = lambda mdl, method: method == "__call__" and mdl.name == "norm" and mdl.parent.name == "norm"  # noqa: E731
+    _, st = jax.jit(lambda v: model.apply(v, x, True, mutable=["batch_stats", "intermediates"],
+                                          capture_intermediates=captured))(v)
     y = np.asarray(jax.tree.leaves(st["intermediates"])[0], np.float64)  # the first block's normaliser, (32, 8, 8, 8)
     groups = {"layer": y.reshape(32, -1)[:, None], "group": y.reshape(32, -1, 2, 4).transpose(0, 2, 1, 3)
               .reshape(32, 2, -1), "ghost": y.reshape(4, 8, -1, 8).transpose(0, 3, 1, 2).reshape(4, 8, -1),

@@ -17,8 +17,8 @@ from bnjax.models import build_model
 def test_bf16_computes_in_bf16_and_keeps_float32_state(arch):
     model = build_model(ModelConfig(arch=arch, norm="batch", activation="relu", dtype="bfloat16"))
     x = jnp.ones((4, 8, 8, 1))
-    v = model.init(jax.random.key(0), x, False)
-    logits, upd = model.apply(v, x, True, mutable=["batch_stats", "intermediates"])
+    v = jax.eval_shape(lambda k: model.init(k, x, False), jax.random.key(0))  # dtypes are known at tracing
+    logits, upd = jax.eval_shape(lambda v: model.apply(v, x, True, mutable=["batch_stats", "intermediates"]), v)
     assert logits.dtype == jnp.float32  # the loss is taken in float32
     assert {a.dtype for a in jax.tree.leaves(v)} == {jnp.dtype("float32")}
     assert {a.dtype for a in jax.tree.leaves(upd["batch_stats"])} == {jnp.dtype("float32")}

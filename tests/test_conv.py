@@ -21,10 +21,10 @@ def _xla(x, k, padding="SAME"):
 def test_im2col_equals_conv_general_dilated(ksize, shape):
     x = jax.random.normal(jax.random.key(0), shape)
     k = jax.random.normal(jax.random.key(1), (ksize, ksize, shape[-1], 6))
-    np.testing.assert_allclose(conv2d_im2col(x, k), _xla(x, k), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(conv2d_im2col)(x, k), _xla(x, k), rtol=1e-5, atol=1e-5)
     dy = jax.random.normal(jax.random.key(2), (*shape[:3], 6))
-    g1 = jax.grad(lambda x, k: jnp.sum(conv2d_im2col(x, k) * dy), argnums=(0, 1))(x, k)
-    g2 = jax.grad(lambda x, k: jnp.sum(_xla(x, k) * dy), argnums=(0, 1))(x, k)
+    g1 = jax.jit(jax.grad(lambda x, k: jnp.sum(conv2d_im2col(x, k) * dy), argnums=(0, 1)))(x, k)  # one program
+    g2 = jax.jit(jax.grad(lambda x, k: jnp.sum(_xla(x, k) * dy), argnums=(0, 1)))(x, k)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -51,13 +51,13 @@ def test_pool_layout_conv_is_conv_general_dilated_grouped_by_pooling_window(kern
         n, h, w, o = y.shape
         return y.reshape(n, h // 2, 2, w // 2, 2, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h // 2, w // 2, 4, o)
 
-    z, ref = conv2d_pool_s2d(x, k, padding), grouped_ref(x, k)
+    z, ref = jax.jit(conv2d_pool_s2d, static_argnums=2)(x, k, padding), jax.jit(grouped_ref)(x, k)
     assert z.shape == ref.shape
     np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(z.max(axis=3), nn.max_pool(_xla(x, k, padding), (2, 2), (2, 2)), rtol=1e-5, atol=1e-5)
     dz = jax.random.normal(jax.random.key(2), z.shape)
-    g1 = jax.grad(lambda x, k: jnp.sum(conv2d_pool_s2d(x, k, padding) * dz), argnums=(0, 1))(x, k)
-    g2 = jax.grad(lambda x, k: jnp.sum(grouped_ref(x, k) * dz), argnums=(0, 1))(x, k)
+    g1 = jax.jit(jax.grad(lambda x, k: jnp.sum(conv2d_pool_s2d(x, k, padding) * dz), argnums=(0, 1)))(x, k)
+    g2 = jax.jit(jax.grad(lambda x, k: jnp.sum(grouped_ref(x, k) * dz), argnums=(0, 1)))(x, k)  # one program
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
@@ -101,12 +101,12 @@ def test_convnet_implementations_agree_on_the_same_parameters(padding, side):
     x = jax.random.normal(jax.random.key(5), (4, side, side, 1))
     a = build_model(ModelConfig(arch="convnet", norm="batch", conv_impl="im2col", padding=padding))
     b = build_model(ModelConfig(arch="convnet", norm="batch", conv_impl="xla", padding=padding))
-    v = a.init(jax.random.key(0), x, False)
-    assert jax.tree.structure(v) == jax.tree.structure(b.init(jax.random.key(0), x, False))
-    ya, ua = a.apply(v, x, True, mutable=["batch_stats"])
-    yb, ub = b.apply(v, x, True, mutable=["batch_stats"])
+    v = jax.jit(lambda k: a.init(k, x, False))(jax.random.key(0))  # jitted: one program each, as in training
+    assert jax.tree.structure(v) == jax.tree.structure(jax.eval_shape(lambda k: b.init(k, x, False), jax.random.key(0)))
+    ya, ua = jax.jit(lambda v: a.apply(v, x, True, mutable=["batch_stats"]))(v)
+    yb, ub = jax.jit(lambda v: b.apply(v, x, True, mutable=["batch_stats"]))(v)
     np.testing.assert_allclose(ya, yb, rtol=1e-4, atol=1e-4)
     jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-4, atol=1e-4), ua, ub)
     loss = lambda m: lambda p: jnp.sum(m.apply({**v, "params": p}, x, True, mutable=["batch_stats"])[0] ** 2)  # noqa: E731
-    ga, gb = jax.grad(loss(a))(v["params"]), jax.grad(loss(b))(v["params"])
+    ga, gb = jax.jit(jax.grad(loss(a)))(v["params"]), jax.jit(jax.grad(loss(b)))(v["params"])
     jax.tree.map(lambda p, q: np.testing.assert_allclose(p, q, rtol=1e-3, atol=1e-3), ga, gb)

@@ -10,7 +10,8 @@ from bnjax.models import build_model
 
 
 def _vars(cfg, shape=(4, 28, 28, 1)):
-    return build_model(cfg).init(jax.random.key(0), jnp.ones(shape), False)
+    """The model's variables, initialised by one jitted program (as training does)."""
+    return jax.jit(lambda k: build_model(cfg).init(k, jnp.ones(shape), False))(jax.random.key(0))
 
 
 @pytest.mark.parametrize("arch", ["mlp", "convnet"])
@@ -40,8 +41,8 @@ def test_placement_changes_what_the_sigmoid_sees():
     x = jax.random.normal(jax.random.key(1), (64, 20)) * 3 + 2
     for placement, centred in (("before", True), ("after", False)):
         model = build_model(ModelConfig(norm="batch", placement=placement, hidden=(30, 30)))
-        v = model.init(jax.random.key(0), x, False)
-        _, coll = model.apply(v, x, True, mutable=["batch_stats", "intermediates"])
+        v = jax.jit(lambda k, model=model: model.init(k, x, False))(jax.random.key(0))
+        _, coll = jax.jit(lambda v, model=model: model.apply(v, x, True, mutable=["batch_stats", "intermediates"]))(v)
         pre = np.asarray(coll["intermediates"]["block0"]["preact"][0])
         assert (np.abs(pre.mean(0)).max() < 1e-4) == centred
 
@@ -60,15 +61,16 @@ def test_initialisers(init, check):
 def test_convnet_handles_8_28_32_and_rejects_too_small():
     for size in (8, 28, 32):
         model = build_model(ModelConfig(arch="convnet", norm="batch"))
-        v = model.init(jax.random.key(0), jnp.ones((2, size, size, 1)), False)
-        assert model.apply(v, jnp.ones((2, size, size, 1)), False).shape == (2, 10)
+        x = jnp.ones((2, size, size, 1))
+        assert jax.eval_shape(lambda k, x=x, model=model: model.apply(model.init(k, x, False), x, False),
+                              jax.random.key(0)).shape == (2, 10)
     with pytest.raises(ValueError, match="needs larger images"):
         build_model(ModelConfig(arch="convnet")).init(jax.random.key(0), jnp.ones((2, 784)), False)
 
 
 def test_valid_padding_shapes_match_the_speedrun_net():
     model = build_model(ModelConfig(arch="convnet", padding="valid"))
-    p = model.init(jax.random.key(0), jnp.ones((2, 28, 28, 1)), False)["params"]
+    p = jax.eval_shape(lambda k: model.init(k, jnp.ones((2, 28, 28, 1)), False), jax.random.key(0))["params"]
     assert p["fc"]["linear"]["kernel"].shape == (800, 256)  # 32 x 5 x 5, as tuomaso/train_mnist_fast
     with pytest.raises(ValueError, match="needs larger images"):
         model.init(jax.random.key(0), jnp.ones((2, 8, 8, 1)), False)
@@ -82,7 +84,7 @@ def test_vgg_pools_after_every_two_convolutions_against_lax(impl):
                       conv_impl=impl)
     model = build_model(cfg)
     x = jax.random.normal(jax.random.key(1), (3, 12, 12, 3))
-    p = model.init(jax.random.key(0), x, False)["params"]
+    p = jax.jit(lambda k: model.init(k, x, False))(jax.random.key(0))["params"]
     h = x
     for i in range(4):
         layer = p[f"conv{i}"]["linear"]
@@ -94,7 +96,7 @@ def test_vgg_pools_after_every_two_convolutions_against_lax(impl):
     assert h.shape == (3, 3, 3, 8)
     h = jax.nn.relu(h.reshape(3, -1) @ p["fc"]["linear"]["kernel"] + p["fc"]["linear"]["bias"])
     ref = h @ p["head"]["kernel"] + p["head"]["bias"]
-    np.testing.assert_allclose(model.apply({"params": p}, x, False), ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(jax.jit(lambda p: model.apply({"params": p}, x, False))(p), ref, rtol=1e-4, atol=1e-5)
 
 
 def test_vgg_config_needs_pairs_of_convolutions():

@@ -66,8 +66,8 @@ def test_parity_with_flax(variance, fast, shape, axis):
         y, upd = module.apply({"params": p, "batch_stats": variables["batch_stats"]}, x, mutable=["batch_stats"])
         return y, upd["batch_stats"]
 
-    y1, s1 = run(ours, v_ours, x, params)
-    y2, s2 = run(ref, v_ref, x, params)
+    y1, s1 = jax.jit(lambda x, p: run(ours, v_ours, x, p))(x, params)  # jitted: one program, as in training
+    y2, s2 = jax.jit(lambda x, p: run(ref, v_ref, x, p))(x, params)
     np.testing.assert_allclose(y1, y2, atol=1e-5)
     for k in ("mean", "var"):
         np.testing.assert_allclose(s1[k], s2[k], atol=1e-5)
@@ -75,8 +75,8 @@ def test_parity_with_flax(variance, fast, shape, axis):
     def loss(module, variables):
         return lambda x, p: jnp.sum(run(module, variables, x, p)[0] * dy)
 
-    g1 = jax.grad(loss(ours, v_ours), argnums=(0, 1))(x, params)
-    g2 = jax.grad(loss(ref, v_ref), argnums=(0, 1))(x, params)
+    g1 = jax.jit(jax.grad(loss(ours, v_ours), argnums=(0, 1)))(x, params)
+    g2 = jax.jit(jax.grad(loss(ref, v_ref), argnums=(0, 1)))(x, params)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g1, g2)
 
 
@@ -252,14 +252,14 @@ def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(sh
             y, upd = bn.apply({"params": params, "batch_stats": v["batch_stats"]}, x, mutable=["batch_stats"])
             return jnp.sum(y * w) + jnp.sum(upd["batch_stats"]["mean"] ** 2) + jnp.sum(upd["batch_stats"]["var"])
 
-        grads.append(jax.grad(loss, argnums=(0, 1))(x, v["params"]))
+        grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(x, v["params"]))  # one program each
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads[0], grads[1])
     bn = BatchNorm(use_running_average=False, axis=axis, closed_form_grad=False)
     v = bn.init(jax.random.key(2), x)
-    jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,))  # forward mode works
+    jax.jit(lambda x, w: jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,)))(x, w)  # works
     with pytest.raises(TypeError):
         bn = BatchNorm(use_running_average=False, axis=axis)
-        jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,))
+        jax.jit(lambda x, w: jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,)))(x, w)
 
 
 def test_unbiased_running_variance_and_algorithm2_on_images_use_m_equal_n_h_w():
