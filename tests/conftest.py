@@ -90,3 +90,30 @@ def session_xla_cache():
     """The test run's cache directory; re-enabled after the test (for tests that point JAX elsewhere)."""
     yield _STATE["path"]
     xla_cache.enable(_STATE["path"])
+
+
+@pytest.fixture(scope="session")
+def once_per_run(request, tmp_path_factory):
+    """``once_per_run(name, make)``: ``(folder, make(folder))`` computed once per test run and
+    shared by pytest-xdist's workers: the first worker to get there calls ``make`` (its
+    result JSON-able) in a folder of the run's base temporary directory under a file lock;
+    the others wait and read the result back. Without xdist, the folder is this run's."""
+    import json
+    import pathlib
+
+    import filelock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if hasattr(request.config, "workerinput") else base  # the workers' shared parent
+
+    def run(name: str, make):
+        done = root / f"{name}.json"
+        with filelock.FileLock(str(done) + ".lock"):
+            if not done.exists():
+                folder = root / name
+                folder.mkdir(exist_ok=True)
+                done.write_text(json.dumps({"folder": str(folder), "out": make(folder)}))
+        d = json.loads(done.read_text())
+        return pathlib.Path(d["folder"]), d["out"]
+
+    return run

@@ -4,7 +4,6 @@ masked uneven shards give exact global BN statistics, checkpoints move between l
 
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -70,27 +69,20 @@ print("RESULT" + json.dumps(out))
 
 
 @pytest.fixture(scope="session")
-def child(tmp_path_factory):
-    """The 8-device child's results, computed once per test run: pytest-xdist's workers
-    share the run's base temporary directory, and the first to get there runs the child
-    (about half a minute) under a file lock while the others wait and read its results."""
-    import filelock
+def child(once_per_run):
+    """The 8-device child's results, computed once per test run (about half a minute) by
+    the first xdist worker to ask; the others wait and read them."""
 
-    root = tmp_path_factory.getbasetemp().parent  # one per test run, shared by the xdist workers
-    done = root / "eight_devices.json"
-    with filelock.FileLock(str(done) + ".lock"):
-        if not done.exists():
-            wd = root / "dp"
-            wd.mkdir(exist_ok=True)
-            flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
-            env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-            proc = subprocess.run([sys.executable, "-c", CHILD, str(wd)], cwd=ROOT, env=env, capture_output=True,
-                                  text=True, timeout=600)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-            done.write_text(json.dumps({"wd": str(wd), "out": json.loads(line[len("RESULT"):])}))
-    d = json.loads(done.read_text())
-    return pathlib.Path(d["wd"]), d["out"]
+    def run_child(wd):
+        flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8".strip()
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        proc = subprocess.run([sys.executable, "-c", CHILD, str(wd)], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+        return json.loads(line[len("RESULT"):])
+
+    return once_per_run("eight_devices", run_child)
 
 
 @pytest.mark.slow

@@ -22,10 +22,15 @@ PILOT = os.path.join(ROOT, "experiments", "results", "mnist")
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    out = tmp_path_factory.mktemp("proto") / "mnist.json"
-    protocol_cmd.main([PILOT, "--out", str(out)])
-    return out, json.load(open(out))
+def written(once_per_run):
+    """The protocol written from the MNIST pilot, once per test run (xdist's workers share it)."""
+
+    def write(folder):
+        protocol_cmd.main([PILOT, "--out", str(folder / "mnist.json")])
+        return json.load(open(folder / "mnist.json"))
+
+    folder, proto = once_per_run("protocol_mnist", write)
+    return folder / "mnist.json", proto
 
 
 def test_the_metric_is_the_one_with_the_smaller_spread_over_the_pilot_s_arms(written):
