@@ -176,6 +176,43 @@ def make_executor(cfg: ExecutorConfig) -> Any:
     return ex
 
 
+class LocalJob:
+    """A submitit local job whose ``result()`` does not wait for a result that cannot come.
+
+    submitit's ``result()`` waits up to 15 s for a finished job's result file (a cluster's
+    shared filesystem may show it late). A local job's process writes that file before it
+    exits, on this machine's filesystem: once the process has ended without it (SIGKILL,
+    the OOM killer), it never comes, and the job is reported dead at once.
+    """
+
+    def __init__(self, job: Any):
+        self.job = job
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    def done(self) -> bool:
+        return self.job.done()
+
+    def cancel(self, check: bool = True) -> None:
+        self.job.cancel(check=check)
+
+    def result(self) -> Any:
+        from submitit.core.utils import UncompletedJobError
+
+        if self.job.done() and not self.job.paths.result_pickle.exists():
+            raise UncompletedJobError(f"job {self.job.job_id} ended without writing its result "
+                                      f"(state: {self.job.state})")
+        return self.job.result()
+
+
+def submit(executor: Any, engine: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``executor.submit(fn, *args)``; a local job wrapped in `LocalJob`."""
+    job = executor.submit(fn, *args)
+    return LocalJob(job) if engine == "local" else job
+
+
 @dataclasses.dataclass
 class _Running:
     name: str

@@ -137,7 +137,7 @@ def _start_jobs(execution: jobs.ExecutorConfig, argv: list[str], names: list[str
     job = importlib.import_module("experiments.reproduce").section_job  # by reference, also when run as __main__
 
     def submit(name: str, slot: int):
-        return executor.submit(job, argv, name, slot, n, sets[slot] if sets else None)
+        return jobs.submit(executor, execution.engine, job, argv, name, slot, n, sets[slot] if sets else None)
 
     print(f"jobs: {n} at once through submitit ({execution.engine}); job files in {execution.folder}", flush=True)
     return jobs.Slots(submit, names, n, retries=execution.retries)

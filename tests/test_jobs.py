@@ -155,6 +155,47 @@ def test_slots_run_section_after_section_and_replace_a_dead_job(monkeypatch):
     assert not slots.running
 
 
+class _Submitted:
+    """What submitit's local executor returns, as far as `jobs.LocalJob` uses it; its own
+    ``result()`` stands for submitit's (which waits 15 s for a missing result file)."""
+
+    job_id, state = "7", "INTERRUPTED"
+
+    def __init__(self, result_pickle, done=True):
+        self.paths, self._done, self.cancelled = type("Paths", (), {"result_pickle": result_pickle})(), done, None
+
+    def done(self):
+        return self._done
+
+    def result(self):
+        return "submitit's result"
+
+    def cancel(self, check=True):
+        self.cancelled = check
+
+
+def test_a_local_job_that_ended_without_its_result_file_is_dead_at_once(tmp_path):
+    from submitit.core.utils import UncompletedJobError
+
+    dead = jobs.LocalJob(_Submitted(tmp_path / "none_result.pkl"))
+    with pytest.raises(UncompletedJobError, match="job 7 ended without writing its result .state: INTERRUPTED"):
+        dead.result()
+    assert dead.done() and dead.job_id == "7"
+    (tmp_path / "ok_result.pkl").write_bytes(b"")
+    assert jobs.LocalJob(_Submitted(tmp_path / "ok_result.pkl")).result() == "submitit's result"
+    running = jobs.LocalJob(_Submitted(tmp_path / "none_result.pkl", done=False))
+    assert running.result() == "submitit's result" and not running.done()  # not ended: submitit's own answer
+    running.cancel(check=False)
+    assert running.job.cancelled is False
+
+    class Executor:
+        def submit(self, fn, *args):
+            return _Submitted(tmp_path / f"{fn(*args)}_result.pkl")
+
+    assert isinstance(jobs.submit(Executor(), "local", str, "ok"), jobs.LocalJob)
+    assert isinstance(jobs.submit(Executor(), "slurm", str, "ok"), _Submitted)  # a cluster's files may come late
+
+
 def _cfg() -> TrainConfig:
     return TrainConfig(model=ModelConfig(arch="mlp", hidden=(16,), norm="batch", activation="relu"),
                        optim=OptimConfig(name="momentum", learning_rate=0.05),
@@ -275,12 +316,15 @@ def _held_run_with_checkpoint(pool_dir):
     return None
 
 
-@pytest.mark.slow
+@pytest.mark.slow(programs="after smoke")
 @TWO_CORES
 def test_a_sigkilled_job_leaves_its_run_to_a_new_job_that_resumes_it(tmp_path):
+    """Chunks of 3 steps (an evaluation every 3 steps), as in the reproduce smoke's depth
+    section: the jobs load its programs from the run's XLA cache; 300 steps with a
+    checkpoint every 30 leave a run about 1.5 s between its first checkpoint and its end."""
     wd = str(tmp_path / "kill")
     cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--only", "depth", "--seeds", "1", "--steps",
-           "1500", "--eval_every", "100", "--checkpoint_every", "100", "--quiet", "--workdir", wd,
+           "300", "--eval_every", "3", "--checkpoint_every", "30", "--quiet", "--workdir", wd,
            "--executor", "local:2"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, held = time.monotonic() + 400, None
@@ -296,7 +340,7 @@ def test_a_sigkilled_job_leaves_its_run_to_a_new_job_that_resumes_it(tmp_path):
     assert [(f["section"], f["attempt"]) for f in suite["executor"]["failed"]] == [("depth", 0)]
     assert "a new job resumes its runs from their checkpoints" in out
     segments = runlog.read_json(os.path.join(rdir, "meta.json"))["segments"]
-    assert len(segments) == 2 and segments[1]["from_step"] in range(100, 1500, 100)  # from a checkpoint, not 0
+    assert len(segments) == 2 and segments[1]["from_step"] in range(30, 300, 30)  # from a checkpoint, not 0
     runs = glob.glob(os.path.join(wd, "runs", "*", "seed_0"))
     assert len(runs) == 4 and all(os.path.exists(os.path.join(r, "results.json")) for r in runs)
     for r in runs:  # every other run trained once, in one segment; nothing left locked
