@@ -4,24 +4,21 @@ points and worker processes the tests start all find it through ``$BNJAX_XLA_CAC
 A program that several tests (or their subprocesses) build is compiled once.
 
 The tests' programs are compiled with LLVM's optimisation level 0
-(``--xla_backend_optimization_level=0``) and XLA:CPU's older fusion code generator
-(``--xla_cpu_use_fusion_emitters=false``), both in ``$XLA_FLAGS``, inherited by every
-process the tests start; XLA's own HLO passes, fusion included, run as always.
-Compilation is most of the suite's time: the first cuts it by about 40%, the second by
-half again (two train chunks: 2.9 s default, 1.99 s with the first, 0.99 s with both).
-The programs compute the same functions, their float results differing from the
-default's in the last bits (summation order), which no test depends on: every test
-compares numbers computed under the same flags, or against references with a tolerance.
-``BNJAX_TEST_XLA_OPT=default`` runs the suite with XLA's defaults instead."""
+(``--xla_backend_optimization_level=0`` in ``$XLA_FLAGS``, inherited by every process the
+tests start; XLA's own HLO passes, fusion included, run as always). Compilation is most
+of the suite's time, and this cuts it by about 40%; the programs compute the same
+functions, their float results differing from the default's in the last bits (summation
+order), which no test depends on: every test compares numbers computed under the same
+flags, or against references with a tolerance. ``BNJAX_TEST_XLA_OPT=default`` runs the
+suite with the default optimisation level instead."""
 
 import os
 import shutil
 import tempfile
 
-_FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
-if os.environ.get("BNJAX_TEST_XLA_OPT", "fast") != "default":
-    _missing = [f for f in _FAST_COMPILE if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
-    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_missing]).strip()  # before any backend
+_OPT = "--xla_backend_optimization_level=0"
+if os.environ.get("BNJAX_TEST_XLA_OPT", "O0") != "default" and _OPT not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT}".strip()  # before any backend starts
 
 import pytest  # noqa: E402
 
