@@ -12,8 +12,7 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.programs import compiled_chunk, model_for, optimizer_for
-from bnjax.train import create_state
+from bnjax.programs import compiled_chunk, compiled_init, model_for, optimizer_for
 from experiments import _cli
 from experiments.bench._timing import median_seconds, table
 
@@ -24,7 +23,7 @@ BASE = TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="ba
 def step_seconds(model_cfg: ModelConfig, x, y, steps: int, repeats: int, *, batch: int = 256) -> float:
     """Seconds per train step of ``model_cfg`` (Adam, a lax.scan of ``steps`` steps)."""
     model, tx = model_for(model_cfg), optimizer_for(BASE.optim, steps)
-    holder = [create_state(model, tx, x[:batch], 0)]
+    holder = [compiled_init(model, tx, x[:batch], 0)]
 
     def run():
         holder[0], m = compiled_chunk(holder[0], x, y, model=model, tx=tx, pipeline=(), batch_size=batch,

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.programs import compiled_chunk, model_for, optimizer_for
-from bnjax.train import create_state, train_step
+from bnjax.programs import compiled_chunk, compiled_init, model_for, optimizer_for
+from bnjax.train import train_step
 from experiments import _cli
 from experiments.bench import torch_models
 from experiments.bench._timing import median_seconds, table
@@ -30,7 +30,7 @@ def data(n: int = 60_000):
 def bnjax_scan(x, y, steps):
     model, tx = model_for(CFG.model), optimizer_for(CFG.optim, steps)
     xd, yd = jax.numpy.asarray(x), jax.numpy.asarray(y)
-    holder = [create_state(model, tx, xd[:60], 0)]
+    holder = [compiled_init(model, tx, xd[:60], 0)]
 
     def run():
         holder[0], m = compiled_chunk(holder[0], xd, yd, model=model, tx=tx, pipeline=(), batch_size=60, n_steps=steps)
@@ -45,7 +45,7 @@ def bnjax_per_step(x, y, steps):
     xd, yd = jax.numpy.asarray(x), jax.numpy.asarray(y)
     idx = jax.numpy.asarray(np.random.default_rng(1).permutation(len(x))[: steps * 60].reshape(steps, 60))
     batches = [(xd[idx[i]], yd[idx[i]]) for i in range(steps)]
-    holder = [create_state(model, tx, xd[:60], 0)]
+    holder = [compiled_init(model, tx, xd[:60], 0)]
 
     def run():
         for xb, yb in batches:

@@ -12,9 +12,8 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.many import init_many, layout_for, train_model
-from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
-from bnjax.train import create_state
+from bnjax.many import layout_for, stack, train_model
+from bnjax.programs import compiled_chunk, compiled_chunk_many, compiled_init, model_for, optimizer_for
 from experiments import _cli
 from experiments.bench._timing import median_seconds, table
 
@@ -32,14 +31,14 @@ def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data
     model, tx = model_for(cfg.model), optimizer_for(cfg.optim, steps)
     many_model = model_for(train_model(cfg.model, layout))
     b = cfg.data.batch_size
-    one = [create_state(model, tx, x[:b], 0)]
+    one = [compiled_init(model, tx, x[:b], 0)]
 
     def sequential():
         for s in range(k):
             one[0], m = compiled_chunk(one[0], x, y, model=model, tx=tx, pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 
-    many = [init_many(many_model, tx, x[:b], list(range(k)))]
+    many = [stack([compiled_init(many_model, tx, x[:b], s) for s in range(k)])]  # init_many, jitted
 
     def together():
         many[0], m = compiled_chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=many_model, tx=tx,

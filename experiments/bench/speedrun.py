@@ -33,8 +33,7 @@ import numpy as np
 from bnjax import data as data_lib
 from bnjax.config import ModelConfig, OptimConfig
 from bnjax.evaluation import evaluate
-from bnjax.programs import compiled_chunk, eval_model_for, model_for, optimizer_for
-from bnjax.train import create_state
+from bnjax.programs import compiled_chunk, compiled_init, eval_model_for, model_for, optimizer_for
 from experiments import _cli
 from experiments.bench import torch_models
 from experiments.bench._timing import table
@@ -66,7 +65,7 @@ def bnjax_trainer(ds, r: Recipe):
     dev = data_lib.to_device(ds)
 
     def train(seed: int) -> tuple[float, float]:
-        state = create_state(model, tx, dev["x_train"][:r.batch], seed)
+        state = compiled_init(model, tx, dev["x_train"][:r.batch], seed)
         jax.block_until_ready(state)
         t = time.perf_counter()
         state, _ = compiled_chunk(state, dev["x_train"], dev["y_train"], model=model, tx=tx, pipeline=(),
