@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import numpy as np
+
+from bnjax import lazy
+from bnjax.stats import Run, curve
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from bnjax.stats import Run, curve  # noqa: E402
+plt = lazy.module("matplotlib.pyplot")  # imported when the first figure is drawn
 
 LABELS = {
     "train_loss": "training loss (mean since last evaluation)",

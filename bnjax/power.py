@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats as sps
 
-from bnjax import ranks
+from bnjax import lazy, ranks
+
+sps = lazy.module("scipy.stats")  # imported when a power is first computed
 
 
 def welch_power(delta: float, sd_a: float, sd_b: float, n_a: int, n_b: int, *, alpha: float = 0.05,

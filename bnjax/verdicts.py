@@ -48,9 +48,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
 
-from bnjax import power, ranks
+from bnjax import lazy, power, ranks
+
+sps = lazy.module("scipy.stats")  # imported when a test first runs
 
 OUTCOMES = ("Supported", "Contradicted", "Inconclusive")
 LEVEL = 0.95

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import os
 
-import matplotlib.pyplot as plt
-
 from bnjax import data as data_lib
 from bnjax import report, stats
 from bnjax.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.experiment import Experiment, Settings
+from bnjax.plots import plt  # pyplot with the Agg backend, imported on first use
 from experiments import _cli
 
 BATCHES = (8, 16, 32, 64, 128, 256, 512)
