@@ -44,7 +44,7 @@ def evaluate(model: nn.Module, variables: dict, x: Array, y: Array, *, batch_siz
             pad = bs - valid
             xb = jnp.concatenate([xb, jnp.zeros((pad,) + xb.shape[1:], xb.dtype)])
             yb = jnp.concatenate([yb, jnp.zeros((pad,), yb.dtype)])
-        mask = np.arange(bs) < valid  # on the host: no program of its own
+        mask = jnp.arange(bs) < valid
         sums = _eval_step(variables, xb, yb, mask, model=model)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     return {"loss": totals["loss"] / totals["count"], "accuracy": totals["correct"] / totals["count"]}

@@ -94,13 +94,6 @@ def initial_state(cfg: TrainConfig, tx: Any, sample_x: Any) -> TrainState:
                                                    weight_decay=cfg.optim.weight_decay))
 
 
-#: `bnjax.train.create_state` as one program per model and optimiser (the seed traced), for
-#: processes that initialise each model once (the benchmarks): op by op, a ConvNet's
-#: initialisers and init-time forward pass compile dozens of small programs (the device
-#: benchmark's smoke: 33 s op by op, 27 s with this). A suite initialises many models that
-#: share layer shapes and stays op by op (`initial_state`), where this was 6 s slower.
-compiled_init = jax.jit(create_state, static_argnames=("model", "tx"))
-
 #: `bnjax.train.train_chunk`, jitted with the state donated: one run's steps.
 compiled_chunk = jax.jit(
     train_chunk, static_argnames=("model", "tx", "pipeline", "batch_size", "n_steps", "sharding"), donate_argnums=0)

@@ -23,9 +23,6 @@ from bnjax.train import DATA, TrainState
 PROBE_QS = (15.0, 50.0, 85.0)
 PARTIAL = "partial_metrics.json"  # training metrics between the last evaluation and the last checkpoint
 
-#: A copy of a tree in new buffers (the state it copies is donated to the next chunk), as one program.
-_copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
-
 
 @dataclasses.dataclass
 class RunRecord:
@@ -98,7 +95,7 @@ class RunRecord:
         of the test split at every evaluation."""
         if "val_accuracy" in rec and (self.best is None or rec["val_accuracy"] > self.best["val_accuracy"]):
             self.best = {"step": rec["step"], "val_accuracy": rec["val_accuracy"],
-                         "variables": _copy_tree(state.variables)}
+                         "variables": jax.tree.map(jnp.copy, state.variables)}
 
     def diverge(self, at: int, step: int) -> None:
         self.diverged_at = at

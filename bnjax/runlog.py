@@ -191,8 +191,9 @@ def versions() -> dict[str, str]:
 NUMBER_MODULES = ("augment", "checkpoint", "config", "conv", "data", "evaluation", "fold", "loop", "many",
                   "models", "norm", "optim", "parallel", "prng", "programs", "record", "renorm", "train")
 # xla_cache: a cached program computes bitwise what a fresh compile does
-OTHER_MODULES = ("__init__", "analysis", "breakdown", "download", "events", "experiment", "jobs", "plots", "pool", "power",
-                 "progress", "protocol", "ranks", "report", "runlog", "stats", "timing", "verdicts", "xla_cache")
+OTHER_MODULES = ("__init__", "analysis", "breakdown", "download", "events", "experiment", "jobs", "lazy", "plots",
+                 "pool", "power", "progress", "protocol", "ranks", "report", "runlog", "stats", "timing", "verdicts",
+                 "xla_cache")
 
 
 @functools.lru_cache(maxsize=1)

@@ -50,10 +50,6 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_x: A
     """Initialise a run from its seed: one root key split into init, data, augmentation
     and dropout streams.
 
-    Op by op, not jitted: one process building many models (a suite) shares the small
-    per-op programs between models of equal layer shapes, where a jitted initialiser
-    compiles a program per model (measured on the quick suite: 6 s more compilation).
-
     Args:
       model: the Flax module.
       tx: the optimiser.

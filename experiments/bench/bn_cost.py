@@ -12,8 +12,9 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.programs import compiled_chunk, compiled_init, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, model_for, optimizer_for
 from experiments import _cli
+from experiments.bench._state import compiled_init
 from experiments.bench._timing import median_seconds, table
 
 BASE = TrainConfig(model=ModelConfig(arch="convnet", activation="relu", norm="batch"),

@@ -12,10 +12,11 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.programs import compiled_chunk, compiled_init, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, model_for, optimizer_for
 from bnjax.train import train_step
 from experiments import _cli
 from experiments.bench import torch_models
+from experiments.bench._state import compiled_init
 from experiments.bench._timing import median_seconds, table
 
 CFG = TrainConfig(model=ModelConfig(arch="mlp", norm="batch", activation="sigmoid"),

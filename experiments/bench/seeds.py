@@ -13,8 +13,9 @@ import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.many import layout_for, stack, train_model
-from bnjax.programs import compiled_chunk, compiled_chunk_many, compiled_init, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
 from experiments import _cli
+from experiments.bench._state import compiled_init
 from experiments.bench._timing import median_seconds, table
 
 MLP = TrainConfig(model=ModelConfig(arch="mlp", norm="batch", activation="sigmoid"),

@@ -33,9 +33,10 @@ import numpy as np
 from bnjax import data as data_lib
 from bnjax.config import ModelConfig, OptimConfig
 from bnjax.evaluation import evaluate
-from bnjax.programs import compiled_chunk, compiled_init, eval_model_for, model_for, optimizer_for
+from bnjax.programs import compiled_chunk, eval_model_for, model_for, optimizer_for
 from experiments import _cli
 from experiments.bench import torch_models
+from experiments.bench._state import compiled_init
 from experiments.bench._timing import table
 
 
