@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import jax
 
+from bnjax.many import init_many
 from bnjax.train import create_state
 
 #: `bnjax.train.create_state`, jitted (model and optimiser static, the seed traced).
 compiled_init = jax.jit(create_state, static_argnames=("model", "tx"))
+
+#: `bnjax.many.init_many`, jitted: K stacked states in one program (``seeds`` a tuple: static).
+compiled_init_many = jax.jit(init_many, static_argnames=("model", "tx", "seeds"))

@@ -12,10 +12,10 @@ import jax
 import numpy as np
 
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
-from bnjax.many import layout_for, stack, train_model
+from bnjax.many import layout_for, train_model
 from bnjax.programs import compiled_chunk, compiled_chunk_many, model_for, optimizer_for
 from experiments import _cli
-from experiments.bench._state import compiled_init
+from experiments.bench._state import compiled_init, compiled_init_many
 from experiments.bench._timing import median_seconds, table
 
 MLP = TrainConfig(model=ModelConfig(arch="mlp", norm="batch", activation="sigmoid"),
@@ -39,7 +39,7 @@ def timings(cfg: TrainConfig, k: int, steps: int, x, y, repeats: int, share_data
             one[0], m = compiled_chunk(one[0], x, y, model=model, tx=tx, pipeline=(), batch_size=b, n_steps=steps)
         jax.block_until_ready(m)
 
-    many = [stack([compiled_init(many_model, tx, x[:b], s) for s in range(k)])]  # init_many, jitted
+    many = [compiled_init_many(many_model, tx, x[:b], tuple(range(k)))]
 
     def together():
         many[0], m = compiled_chunk_many(many[0], x, y, layout=layout, share_data=share_data, model=many_model, tx=tx,
