@@ -21,6 +21,15 @@ LABELS = {
 }
 
 
+def save(fig, path: str) -> str:
+    """Lays ``fig`` out (``tight_layout``), writes it as a PNG at 110 dpi and closes it; returns
+    ``path``. Every figure of bnjax and its experiments is written here."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def band(ax, runs: Sequence[Run], metric: str, label: str, **kw) -> None:
     """Mean over seeds as a line, ±1 std as a shaded band (an accuracy's band clipped to
     [0, 1]: bimodal seeds must not draw it past what accuracy allows); marks divergence
@@ -62,10 +71,7 @@ def curves_figure(arms: Mapping[str, Sequence[Run]], path: str, *, title: str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def _zoom_accuracy(ax, arms, metric) -> None:
@@ -104,10 +110,7 @@ def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str, *, layer: str, u
         a.set_ylim(min(lo for lo, _ in lims), max(hi for _, hi in lims))
         a.grid(alpha=0.3)
     axes[0].grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def image_grid(rows: Mapping[str, np.ndarray], path: str, *, title: str = "") -> str:
@@ -130,10 +133,7 @@ def image_grid(rows: Mapping[str, np.ndarray], path: str, *, title: str = "") ->
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=10)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)
 
 
 def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title: str, xlabel: str,
@@ -179,7 +179,4 @@ def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path)

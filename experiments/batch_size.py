@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 
 from bnjax import data as data_lib
-from bnjax import report, stats
+from bnjax import plots, report, stats
 from bnjax.config import ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.experiment import Experiment, Settings
 from bnjax.plots import plt  # pyplot with the Agg backend, imported on first use
@@ -79,9 +79,7 @@ def _figure(final: dict, pop: dict, batches: list[int], path: str, what: str, ep
     ax.set_title(f"Normalisers across batch sizes ({what})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 EXPERIMENT = Experiment(name="batch_size", title="Normalisers across batch sizes", arms=arms, analyze=analyze,

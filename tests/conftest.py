@@ -117,3 +117,23 @@ def once_per_run(request, tmp_path_factory):
         return pathlib.Path(d["folder"]), d["out"]
 
     return run
+
+
+@pytest.fixture
+def figures_not_drawn(monkeypatch):
+    """For tests of a report's text and data in this process: `bnjax.plots.save` closes each
+    figure without laying it out or writing its PNG (about 0.4 s a figure on 2 cores, 3-5 s a
+    report), and records the path it was asked to write; the fixture's value is that list.
+    The figures themselves are asserted where they are drawn: the reproduce smoke's
+    command-line invocation (every figure its report links), the natural-image tiers' grid."""
+    from bnjax import plots
+
+    asked: list[str] = []
+
+    def close(fig, path):
+        plots.plt.close(fig)
+        asked.append(str(path))
+        return path
+
+    monkeypatch.setattr(plots, "save", close)
+    return asked

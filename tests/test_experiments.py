@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow(programs="smoke")
-def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys):
+def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys, figures_not_drawn):
     wd = str(tmp_path / "rep")
     cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--seeds", "1", "--steps", "3", "--quiet",
            "--workdir", wd]
@@ -27,8 +27,10 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys
                     "## 4. With and without", "### Figure 1", "## 5. Data augmentation",
                     "## 6. Learning-rate sweep", "## 7. Depth and sigmoid"):
         assert heading in report
-    for rel in [line.split("](")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]:
-        assert os.path.getsize(os.path.join(wd, rel)) > 10_000, rel  # every figure exists and is non-trivial
+    figures = {os.path.normpath(os.path.join(wd, line.split("](")[1].rstrip(")"))) for line in report.splitlines()
+               if line.startswith("![")}
+    for path in figures:
+        assert os.path.getsize(path) > 10_000, path  # every figure exists and is non-trivial
     assert "13.3e6" in report and "74.8%" in report  # the paper's table is quoted
     lines = [line for line in report.splitlines() if line.startswith("- **")]
     stored = [v for sec in glob.glob(os.path.join(wd, "*", "results.json")) for v in json.load(open(sec))["verdicts"]]
@@ -53,8 +55,8 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys
     assert run.step == 3
     acc = bnjax.evaluate(run)["accuracy"]
     assert abs(acc - run.summary["final_test_accuracy"]) < 1e-6
-    # the follow-up invocations run in this process (the first one checked the command line as a user runs it):
-    # a second invocation reads every run back instead of retraining
+    # the follow-up invocations run in this process (the first one checked the command line as a user runs it, and
+    # its figures): here figures are not drawn again (figures_not_drawn); a second invocation reads every run back
     from experiments import reproduce
 
     stamps = {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
@@ -65,8 +67,11 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys
     # re-rendered from the run records alone: the same report, byte for byte
     before = open(os.path.join(wd, "report.md")).read()
     redo = ["--reanalyze", "--workdir", wd]
+    del figures_not_drawn[:]
     reproduce.main(redo)
     assert open(os.path.join(wd, "report.md")).read() == before
+    kept = {p for p in figures if p.endswith(os.path.join("augmentation", "grid.png"))}  # a picture of the data set
+    assert kept and figures - kept <= {os.path.normpath(p) for p in figures_not_drawn}  # the others are redrawn
     os.remove(os.path.join(runs[0], "results.json"))  # a missing run is named, nothing is trained
     with pytest.raises(SystemExit) as exit_:
         reproduce.main(redo)

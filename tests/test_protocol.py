@@ -104,7 +104,7 @@ def _git(cwd, *args):
 
 
 @pytest.mark.slow(programs="after smoke")
-def test_a_confirmatory_suite_runs_a_committed_protocol_on_fresh_seeds(tmp_path, capsys):
+def test_a_confirmatory_suite_runs_a_committed_protocol_on_fresh_seeds(tmp_path, capsys, figures_not_drawn):
     """Refused while the protocol is not committed (or has changes); once committed, its
     runs use seeds from its first seed, its seeds per kind, and the header says
     Confirmatory with the file and its commit; re-rendered byte for byte."""

@@ -137,7 +137,7 @@ def test_natural_image_tiers_choose_their_nets(tmp_path):
 
 
 @pytest.mark.slow
-def test_natural_image_tiers_run_end_to_end_on_cifar_shaped_arrays(tmp_path):
+def test_natural_image_tiers_run_end_to_end_on_cifar_shaped_arrays(tmp_path, figures_not_drawn):
     path = tmp_path / "cifar_like.npz"
     _cifar_like(path)
     wd = tmp_path / "rep"
