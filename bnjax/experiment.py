@@ -49,6 +49,9 @@ class Settings:
       metric: the primary accuracy metric of the comparisons (`bnjax.protocol.METRICS`):
         the test accuracy at the last evaluation, or at the validation-selected one.
       protocol: the confirmatory protocol that sets the seeds and the metric (None: a pilot).
+      figures: draw the figures; False for an analysis read only for its numbers and verdicts
+        (the protocol command's re-analysis of its pilot): `figure` gives no path and
+        `bnjax.plots.save` closes each figure unwritten (the report still links them).
     """
 
     workdir: str
@@ -68,6 +71,7 @@ class Settings:
     tracker: Any = None
     metric: str = "final_test_accuracy"
     protocol: Protocol | None = None
+    figures: bool = True
 
     def __post_init__(self):
         if self.tier not in ("", "cpu", "gpu"):
@@ -88,6 +92,11 @@ class Settings:
             data_lib.parse_source(self.data)
         except ValueError as e:
             raise ConfigError("data.source", str(e)) from None
+
+    def figure(self, workdir: str, name: str) -> str | None:
+        """The path of figure ``name`` of the experiment in ``workdir``; None when figures are
+        not drawn (``figures=False``: `bnjax.plots.save` closes the figure unwritten)."""
+        return os.path.join(workdir, name) if self.figures else None
 
 
 @dataclasses.dataclass(frozen=True)

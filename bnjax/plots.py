@@ -21,9 +21,13 @@ LABELS = {
 }
 
 
-def save(fig, path: str) -> str:
+def save(fig, path: str | None) -> str | None:
     """Lays ``fig`` out (``tight_layout``), writes it as a PNG at 110 dpi and closes it; returns
-    ``path``. Every figure of bnjax and its experiments is written here."""
+    ``path``. Every figure of bnjax and its experiments is written here. ``path`` None: closed
+    unwritten (an analysis that draws no figures, `bnjax.experiment.Settings.figure`)."""
+    if path is None:
+        plt.close(fig)
+        return None
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,7 +11,6 @@ baseline and the combination to reach the lowest training loss.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
@@ -49,7 +48,7 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     a = stats.summarize(runs)
-    plots.curves_figure(runs, os.path.join(workdir, "ablation.png"),
+    plots.curves_figure(runs, s.figure(workdir, "ablation.png"),
                         title=f"Comparison of methods on the ConvNet ({data.label(s.data)})")
     lines = ["![ablation](ablation.png)", "", report.arms_table(a), ""]
     for arm in (*SINGLE, "Adam + Xavier + BN"):

@@ -51,14 +51,14 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     grid = os.path.join(workdir, "grid.png")
-    if not (s.reanalyze and os.path.exists(grid)):  # a picture of the data: re-analysis keeps it without the data
+    if s.figures and not (s.reanalyze and os.path.exists(grid)):  # a picture of the data: re-analysis keeps it without the data
         ds = data.load(s.data, val_fraction=0.0)
         x = jnp.asarray(ds.x_test[data.first_of_each_class(ds.y_test, 10)])
         plots.image_grid(augment.demo_rows(jax.random.key(0), x), grid,
                          title=f"Data augmentation on {data.label(s.data)}: one test image per class "
                                "(bnjax.augment, on the device)")
     a = stats.summarize(runs)
-    plots.curves_figure(runs, os.path.join(workdir, "augmentation.png"),
+    plots.curves_figure(runs, s.figure(workdir, "augmentation.png"),
                         title=f"BN ConvNet with on-device augmentation ({data.label(s.data)})")
     lines = ["The lecture's figure: an image and its horizontal flip, vertical flip and rotation "
              "(computed by `bnjax.augment` on the device):", "", "![augmentation grid](grid.png)", "",

@@ -11,7 +11,6 @@ Writes batch_size.png, results.json and report.md and prints the table.
 
 from __future__ import annotations
 
-import os
 
 from bnjax import data as data_lib
 from bnjax import plots, report, stats
@@ -55,7 +54,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     pop = {b: stats.mean_std([r.summary.get("test_accuracy_population_stats") for r in runs[f"BN @ {b}"]])
            for b in batches}
     final = {(n, b): a[f"{n} @ {b}"]["final_test_accuracy"] for n in NORMS for b in batches if f"{n} @ {b}" in a}
-    _figure(final, pop, batches, os.path.join(workdir, "batch_size.png"), f"{data_lib.label(s.data)}, {s.seeds} seeds",
+    _figure(final, pop, batches, s.figure(workdir, "batch_size.png"), f"{data_lib.label(s.data)}, {s.seeds} seeds",
             _epochs(s))
     rows = [[str(b)] + [stats.fmt(*final[n, b]) if (n, b) in final else "— (= BN)" for n in NORMS]
             + [stats.fmt(*pop[b])] for b in batches]

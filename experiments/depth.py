@@ -25,7 +25,6 @@ Writes depth.png (accuracy against depth), results.json, report.md.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -69,7 +68,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
                               "diverged": div[norm] if split == "test" else [], "color": COLORS[norm], "linestyle": "-" if split == "test" else "--"}
         for norm in NORMS for split in ("test", "val")}}
     b = base(s.quick, s.data)
-    plots.setting_figure(panels, os.path.join(workdir, "depth.png"), xlabel="hidden layers", logx=False,
+    plots.setting_figure(panels, s.figure(workdir, "depth.png"), xlabel="hidden layers", logx=False,
                          chance=stats.chance_of(runs),
                          title=f"Sigmoid MLP: final accuracy against depth ({data.label(s.data)}, "
                                f"SGD {b.optim.learning_rate:g}, {b.steps:,} steps)")

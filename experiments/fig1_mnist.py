@@ -18,7 +18,6 @@ Writes WORKDIR/fig1.png, results.json and report.md.
 
 from __future__ import annotations
 
-import os
 
 from bnjax import plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
@@ -43,11 +42,12 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
             "with_bn": replace(base, **{"model.norm": "batch", "model.placement": "before"})}
 
 
-def figure1(runs: dict, workdir: str) -> dict:
-    """Draw WORKDIR/fig1.png; the per-arm curves, final accuracy and 50th-percentile spread."""
+def figure1(runs: dict, path: str | None) -> dict:
+    """Draw Figure 1 at ``path`` (None: not drawn, `bnjax.plots.save`); the per-arm curves,
+    final accuracy and 50th-percentile spread."""
     cfg = runs["with_bn"][0].config
     layer = f"block{len(cfg.model.hidden) - 1}"
-    plots.figure1(runs["without_bn"], runs["with_bn"], os.path.join(workdir, "fig1.png"), layer=layer,
+    plots.figure1(runs["without_bn"], runs["with_bn"], path, layer=layer,
                   unit=cfg.probe_unit)
     out = {"layer": layer, "unit": cfg.probe_unit, "chance": stats.chance_of(runs), "arms": {}}
     for arm, rs in runs.items():
@@ -96,7 +96,7 @@ def section(f1: dict) -> list[str]:
 
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
-    f1 = figure1(runs, workdir)
+    f1 = figure1(runs, s.figure(workdir, "fig1.png"))
     return {**f1, "figures": {"fig1": "fig1.png"}, "report": section(f1)}
 
 

@@ -34,7 +34,6 @@ Writes lr_sweep.png (accuracy against the rate multiplier), results.json, report
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
@@ -144,7 +143,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
                                   "diverged": m[norm]["diverged"] if split == "test" else [], "color": COLORS[norm], "linestyle": "-" if split == "test" else "--"}
             for norm in NORMS for split in ("test", "val")}
         lines += table_lines(net, b.optim.learning_rate, m, ms) + verdict_list + [""]
-    plots.setting_figure(panels, os.path.join(workdir, "lr_sweep.png"), xlabel="learning-rate multiplier (log)",
+    plots.setting_figure(panels, s.figure(workdir, "lr_sweep.png"), xlabel="learning-rate multiplier (log)",
                          title=f"Final accuracy against the learning rate, with and without BN ({data.label(s.data)})",
                          chance=chance)
     return {"figures": {"sweep": "lr_sweep.png"}, "multipliers": list(ms), "nets": out, "report": lines}

@@ -31,7 +31,6 @@ validation-selected evaluation. A diverged seed counts as not reaching the targe
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
@@ -144,7 +143,7 @@ def claims(r: dict) -> list[verdicts.Verdict]:
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     a = stats.summarize(runs)
-    plots.curves_figure(runs, os.path.join(workdir, "lr_table.png"),
+    plots.curves_figure(runs, s.figure(workdir, "lr_table.png"),
                         title=f"BN paper's learning-rate arms, small scale ({data.label(s.data)})")
     t = table(runs, a)
     lines = [f"Paper ({PAPER_SOURCE}): steps to reach Inception's best accuracy (72.2%) and the best accuracy.",

@@ -10,7 +10,6 @@ configs, so the reproduction suite trains them once); the Figure 1 arms are
 
 from __future__ import annotations
 
-import os
 
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import TrainConfig, replace
@@ -30,7 +29,7 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     conv = {k: v for k, v in runs.items() if not k.startswith(FIG1)}
     a = stats.summarize(conv)
-    plots.curves_figure(conv, os.path.join(workdir, "normalization.png"),
+    plots.curves_figure(conv, s.figure(workdir, "normalization.png"),
                         title=f"ConvNet with and without batch normalisation ({data.label(s.data)})")
     lines = ["![with and without BN](normalization.png)", "", report.arms_table(a), ""]
     w, wo = a["with BN"]["curves"]["val_accuracy"], a["without BN"]["curves"]["val_accuracy"]
@@ -40,7 +39,8 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
                  "test split is measured at the end and at the validation-selected step).")
     lines.append(verdicts.compare_arms(a["with BN"], a["without BN"], s.metric,
                                        claim=f"BN gives the higher {METRIC_WORDS[s.metric]}"))
-    f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)}, workdir)
+    f1 = fig1_mnist.figure1({k[len(FIG1):]: v for k, v in runs.items() if k.startswith(FIG1)},
+                             s.figure(workdir, "fig1.png"))
     lines += ["", "### Figure 1 of the BN paper", ""] + fig1_mnist.section(f1)
     return {"figures": {"curves": "normalization.png", "fig1": "fig1.png"}, "arms": a, "fig1": f1,
             "report": lines}

@@ -12,7 +12,6 @@ end close together. Writes placement_mlp.png, placement_convnet.png, results.jso
 from __future__ import annotations
 
 import dataclasses
-import os
 
 from bnjax import data, plots, report, stats, verdicts
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig, replace
@@ -60,7 +59,7 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     for net in NETS:
         figures[net] = f"placement_{net.lower()}.png"
         plots.curves_figure({k: v for k, v in runs.items() if k.startswith(f"{net} ")},
-                            os.path.join(workdir, figures[net]),
+                            s.figure(workdir, figures[net]),
                             title=f"{net}: BN before vs after the nonlinearity ({data.label(s.data)})")
     lines = ["The lecture shows BN inserted before the nonlinearity (A, as the BN paper does: "
              "`z = g(BN(Wu))`) and after it (B). Same optimiser and schedule for every arm.", ""]

@@ -202,7 +202,7 @@ def build(pilot: str, *, first_seed: int, budget_min: float, out: str = "PROTOCO
         shutil.copytree(pilot, copy)
         from experiments import reproduce
         with contextlib.redirect_stdout(io.StringIO()):
-            reproduce.main(["--reanalyze", "--workdir", copy, "--metric", metric])
+            reproduce.main(["--reanalyze", "--workdir", copy, "--metric", metric], figures=False)
         claims = [(s, v, power_cmd.needed(v)) for s, v in power_cmd.claims(copy)]  # one scan per claim
     configs, by_n = run_kinds(pilot, sections)
     seeds, arm_seeds, trims = choose_seeds(claims, by_n, configs, suite["total_s"], budget_min)

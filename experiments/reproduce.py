@@ -56,7 +56,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> None:
+def main(argv=None, *, figures: bool = True) -> None:
+    """The entry point; ``figures=False`` (Python only) writes the report, results and
+    verdicts without drawing figures: for callers that read only numbers and verdicts
+    (`experiments.protocol`'s re-analysis of its pilot, in a temporary copy)."""
     _cli.one_line_warnings()
     p = parser()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -73,7 +76,7 @@ def main(argv=None) -> None:
     unknown = [n for n in names if n not in EXPERIMENTS]
     if unknown:
         p.error(f"--only: unknown experiment(s) {unknown}; choose from {list(EXPERIMENTS)}")
-    settings = _cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args)
+    settings = dataclasses.replace(_cli.settings_from(p, [EXPERIMENTS[n] for n in names], args=args), figures=figures)
     if suite is None:
         stored = argv if not tier or "--tier" in argv else [*argv, "--tier", tier]  # re-analysis needs no data
         suite = {"argv": stored, "git": runlog.git_state(),  # the tree as the suite starts: what made its numbers

@@ -39,6 +39,19 @@ def test_committed_report_re_renders_from_its_run_records(folder, tmp_path, caps
     assert verdicts and all(v["outcome"] in ("Supported", "Contradicted", "Inconclusive") for v in verdicts)
 
 
+def test_a_re_render_without_figures_writes_the_same_report_and_no_figure(tmp_path):
+    """``reproduce.main(..., figures=False)`` (the protocol command's re-analysis of its
+    pilot): the same report and verdicts, and not one PNG written."""
+    from experiments import reproduce
+
+    folder = FOLDERS[0]
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*.png"))
+    reproduce.main(["--reanalyze", "--workdir", str(copy)], figures=False)
+    assert open(copy / "report.md").read() == open(os.path.join(folder, "report.md")).read()
+    assert "](" in open(copy / "report.md").read() and not glob.glob(str(copy / "**" / "*.png"), recursive=True)
+
+
 CONFIRMATORY = [f for f in FOLDERS if "protocol" in json.load(open(os.path.join(f, "suite.json")))]
 
 
