@@ -51,7 +51,7 @@ class Settings:
       protocol: the confirmatory protocol that sets the seeds and the metric (None: a pilot).
       figures: draw the figures; False for an analysis read only for its numbers and verdicts
         (the protocol command's re-analysis of its pilot): `figure` gives no path and
-        `bnjax.plots.save` closes each figure unwritten (the report still links them).
+        `bnjax.plots`' figure functions draw nothing (the report still links the figures).
     """
 
     workdir: str
@@ -95,7 +95,7 @@ class Settings:
 
     def figure(self, workdir: str, name: str) -> str | None:
         """The path of figure ``name`` of the experiment in ``workdir``; None when figures are
-        not drawn (``figures=False``: `bnjax.plots.save` closes the figure unwritten)."""
+        not drawn (``figures=False``: `bnjax.plots`' figure functions then draw nothing)."""
         return os.path.join(workdir, name) if self.figures else None
 
 

@@ -21,13 +21,9 @@ LABELS = {
 }
 
 
-def save(fig, path: str | None) -> str | None:
+def save(fig, path: str) -> str:
     """Lays ``fig`` out (``tight_layout``), writes it as a PNG at 110 dpi and closes it; returns
-    ``path``. Every figure of bnjax and its experiments is written here. ``path`` None: closed
-    unwritten (an analysis that draws no figures, `bnjax.experiment.Settings.figure`)."""
-    if path is None:
-        plt.close(fig)
-        return None
+    ``path``. Every figure of bnjax and its experiments is written here."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -56,11 +52,13 @@ def _band_limits(mean: np.ndarray, std: np.ndarray, metric: str) -> tuple[np.nda
     return low, high
 
 
-def curves_figure(arms: Mapping[str, Sequence[Run]], path: str, *, title: str,
-                  metrics: Sequence[str] = ("train_loss", "val_accuracy"), log_loss: bool = True) -> str:
-    """One panel per metric, one band per arm. Returns ``path``. Accuracy curves are on the
+def curves_figure(arms: Mapping[str, Sequence[Run]], path: str | None, *, title: str,
+                  metrics: Sequence[str] = ("train_loss", "val_accuracy"), log_loss: bool = True) -> str | None:
+    """One panel per metric, one band per arm. Returns ``path`` (None: nothing drawn). Accuracy curves are on the
     validation split by default: the test split is measured at the end and at the
     selected evaluation only (unless a run has ``test_curve``)."""
+    if path is None:  # an analysis that draws no figures (`bnjax.experiment.Settings.figure`)
+        return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2))
     axes = np.atleast_1d(axes)
     for ax, metric in zip(axes, metrics, strict=True):
@@ -85,10 +83,12 @@ def _zoom_accuracy(ax, arms, metric) -> None:
         ax.set_ylim(max(0.0, low), 1.0)
 
 
-def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str, *, layer: str, unit: int) -> str:
+def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str | None, *, layer: str, unit: int) -> str | None:
     """The BN paper's Figure 1: (a) test accuracy with and without BN, (b, c) the 15th,
     50th and 85th percentiles of one sigmoid's input over training, without (b) and with
-    (c) BN, for the first seed. Returns ``path``."""
+    (c) BN, for the first seed. Returns ``path`` (None: nothing drawn)."""
+    if path is None:  # an analysis that draws no figures (`bnjax.experiment.Settings.figure`)
+        return None
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.3))
     band(axes[0], plain, "test_accuracy", "Without BN")
     band(axes[0], bn, "test_accuracy", "With BN")
@@ -117,10 +117,12 @@ def figure1(plain: Sequence[Run], bn: Sequence[Run], path: str, *, layer: str, u
     return save(fig, path)
 
 
-def image_grid(rows: Mapping[str, np.ndarray], path: str, *, title: str = "") -> str:
+def image_grid(rows: Mapping[str, np.ndarray], path: str | None, *, title: str = "") -> str | None:
     """A grid of images: one row per entry (its name on the left), one column per image.
     Images are (N, H, W, C) with C in (1, 3); each is shown with its own min-max scaling.
-    Returns ``path``."""
+    Returns ``path`` (None: nothing drawn)."""
+    if path is None:  # an analysis that draws no figures (`bnjax.experiment.Settings.figure`)
+        return None
     names = list(rows)
     n = len(next(iter(rows.values())))
     fig, axes = plt.subplots(len(names), n, figsize=(1.4 * n + 1.2, 1.45 * len(names)), squeeze=False)
@@ -140,8 +142,8 @@ def image_grid(rows: Mapping[str, np.ndarray], path: str, *, title: str = "") ->
     return save(fig, path)
 
 
-def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title: str, xlabel: str,
-                   logx: bool = True, chance: float | None = None) -> str:
+def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str | None, *, title: str, xlabel: str,
+                   logx: bool = True, chance: float | None = None) -> str | None:
     """Accuracy against a setting (learning-rate multiplier, depth): one panel per entry of
     ``panels``, one line per entry of a panel: the mean over seeds with a ±1 std band; at
     settings where seeds diverged, an ``x`` labelled "k/n diverged".
@@ -153,8 +155,10 @@ def setting_figure(panels: Mapping[str, Mapping[str, dict]], path: str, *, title
       chance: draws a dotted line at chance accuracy if given (the runs' own:
         `bnjax.stats.chance_of`, never a constant).
     Returns:
-      ``path``.
+      ``path`` (None: nothing drawn).
     """
+    if path is None:  # an analysis that draws no figures (`bnjax.experiment.Settings.figure`)
+        return None
     fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
     for ax, (name, lines) in zip(axes[0], panels.items(), strict=True):
         for label, line in lines.items():

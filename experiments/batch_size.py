@@ -64,7 +64,9 @@ def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     return {"arms": a, "population": {str(b): pop[b] for b in batches}, "table": md, "report": lines}
 
 
-def _figure(final: dict, pop: dict, batches: list[int], path: str, what: str, epochs: float) -> None:
+def _figure(final: dict, pop: dict, batches: list[int], path: str | None, what: str, epochs: float) -> None:
+    if path is None:  # an analysis that draws no figures (`bnjax.experiment.Settings.figure`)
+        return
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name in NORMS:
         bs = [b for b in batches if (name, b) in final]
