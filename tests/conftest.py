@@ -81,8 +81,22 @@ def pytest_collection_modifyitems(config, items):
     the tests that compile the smoke's programs again (``slow(programs="after smoke")``:
     its flags, another process) start after the other slow tests, by when the smoke has put
     those programs in the run's XLA cache: they load them instead of compiling them at the
-    same time as the smoke."""
-    items.sort(key=_order)
+    same time as the smoke.
+
+    A value computed once per run (`once_per_run`) is computed by the first test that asks
+    for it, while any other worker asking for it waits: the first test of a module that
+    uses one starts among the slow tests (order 1 at the latest) and the module's others
+    come with the rest (order 3), so they find it made instead of waiting for it."""
+    rank, first = {}, set()
+    for item in items:
+        rank[item.nodeid] = _order(item)
+        if "once_per_run" in item.fixturenames:
+            if item.module.__name__ in first:
+                rank[item.nodeid] = 3
+            else:
+                first.add(item.module.__name__)
+                rank[item.nodeid] = min(rank[item.nodeid], 1)
+    items.sort(key=lambda item: rank[item.nodeid])
 
 
 @pytest.fixture
