@@ -51,7 +51,8 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 def analyze(runs: dict, workdir: str, s: Settings) -> dict:
     grid = os.path.join(workdir, "grid.png")
-    if s.figures and not (s.reanalyze and os.path.exists(grid)):  # a picture of the data: re-analysis keeps it without the data
+    # a picture of the data: a re-analysis keeps it, without the data
+    if s.figures and not (s.reanalyze and os.path.exists(grid)):
         ds = data.load(s.data, val_fraction=0.0)
         x = jnp.asarray(ds.x_test[data.first_of_each_class(ds.y_test, 10)])
         plots.image_grid(augment.demo_rows(jax.random.key(0), x), grid,

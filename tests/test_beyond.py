@@ -19,8 +19,9 @@ X = jax.random.normal(jax.random.key(0), (32, 6)) * 2.0 + 1.0
 
 
 def _train_apply(module, x, variables=None):
-    v = variables or module.init(jax.random.key(1), x)
-    return module.apply(v, x, mutable=["batch_stats"])
+    """Init and a training-mode apply, each one jitted program (as training runs them)."""
+    v = variables or jax.jit(module.init)(jax.random.key(1), x)
+    return jax.jit(lambda v, x: module.apply(v, x, mutable=["batch_stats"]))(v, x)
 
 
 def test_ghost_bn_with_whole_batch_equals_bn():

@@ -26,8 +26,14 @@ def np_bn_train(x, gamma, beta, eps=EPS):
 
 
 def _init_apply(module, x, **kw):
-    variables = module.init(jax.random.key(0), x)
-    return variables, module.apply(variables, x, mutable=["batch_stats"], **kw)
+    variables = jax.jit(module.init)(jax.random.key(0), x)
+    return variables, _train_apply(module, variables, x, **kw)
+
+
+def _train_apply(module, variables, x, **kw):
+    """``module.apply`` in training mode as one jitted program (as the train step runs it,
+    instead of op by op): ``(y, {"batch_stats": ...})``."""
+    return jax.jit(lambda v, x: module.apply(v, x, mutable=["batch_stats"], **kw))(variables, x)
 
 
 @pytest.mark.parametrize("shape", [(32, 7), (8, 5, 6, 3)])
@@ -37,9 +43,9 @@ def test_training_matches_numpy_algorithm1(shape):
     gamma = rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32)
     beta = rng.normal(size=shape[-1]).astype(np.float32)
     bn = BatchNorm(use_running_average=False, momentum=0.9)
-    variables = bn.init(jax.random.key(0), x)
+    variables = jax.jit(bn.init)(jax.random.key(0), x)
     variables = {"params": {"scale": gamma, "bias": beta}, "batch_stats": variables["batch_stats"]}
-    y, upd = bn.apply(variables, x, mutable=["batch_stats"])
+    y, upd = _train_apply(bn, variables, x)
     y_ref, mu, var = np_bn_train(x, gamma, beta)
     np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
     # running stats: 0.9 * init + 0.1 * batch (Flax convention, biased variance)
@@ -55,8 +61,8 @@ def test_parity_with_flax(variance, fast, shape, axis):
     x = jnp.asarray(rng.normal(1.0, 2.0, shape).astype(np.float32))
     ours = BatchNorm(use_running_average=False, momentum=0.8, axis=axis, variance=variance)
     ref = nn.BatchNorm(use_running_average=False, momentum=0.8, axis=axis, use_fast_variance=fast)
-    v_ours = ours.init(jax.random.key(0), x)
-    v_ref = ref.init(jax.random.key(0), x)
+    v_ours = jax.jit(ours.init)(jax.random.key(0), x)
+    v_ref = jax.jit(ref.init)(jax.random.key(0), x)
     assert jax.tree.structure(v_ours) == jax.tree.structure(v_ref)
     params = {"scale": jnp.asarray(rng.uniform(0.5, 1.5, shape[axis]), jnp.float32),
               "bias": jnp.asarray(rng.normal(size=shape[axis]), jnp.float32)}
@@ -92,7 +98,7 @@ def test_gradients_numerical_and_closed_form():
 
     def f_out(x, g, b):
         v = {"params": {"scale": g, "bias": b}, "batch_stats": variables["batch_stats"]}
-        return bn.apply(v, x, mutable=["batch_stats"])[0]
+        return _train_apply(bn, v, x)[0]
 
     with jax.enable_x64():
         check_grads(f_out, (jnp.asarray(x), jnp.asarray(gamma), jnp.asarray(beta)), order=1, modes=["rev"],
@@ -161,8 +167,8 @@ def test_unbiased_running_variance_and_torch_momentum():
     x = rng.normal(size=(5, 2)).astype(np.float32)
     m_torch = 0.1
     bn = BatchNorm(use_running_average=False, momentum=torch_momentum_to_flax(m_torch), running_var="unbiased")
-    v = bn.init(jax.random.key(0), x)
-    _, upd = bn.apply(v, x, mutable=["batch_stats"])
+    v = jax.jit(bn.init)(jax.random.key(0), x)
+    _, upd = _train_apply(bn, v, x)
     # PyTorch: running_var = (1 - m) * running_var + m * unbiased batch variance
     np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 * 1.0 + 0.1 * x.var(0, ddof=1), rtol=1e-5)
     np.testing.assert_allclose(upd["batch_stats"]["mean"], 0.1 * x.mean(0), rtol=1e-5, atol=1e-7)
@@ -207,8 +213,8 @@ def test_drop_in_replacement_in_a_model():
     x = jnp.asarray(rng.normal(size=(16, 5)).astype(np.float32))
     ours = _Net(BatchNorm)
     ref = _Net(lambda **kw: nn.BatchNorm(use_fast_variance=False, **kw))
-    v = ours.init(jax.random.key(1), x, False)
-    v2 = ref.init(jax.random.key(1), x, False)
+    v = jax.jit(ours.init, static_argnums=2)(jax.random.key(1), x, False)
+    v2 = jax.jit(ref.init, static_argnums=2)(jax.random.key(1), x, False)
     jax.tree.map(np.testing.assert_array_equal, v, v2)
     (y1, u1), (y2, u2) = (m.apply(v, x, True, mutable=["batch_stats"]) for m in (ours, ref))
     np.testing.assert_allclose(y1, y2, atol=1e-5)
@@ -222,6 +228,7 @@ def test_population_statistics_is_algorithm2():
     net = _Net(BatchNorm)
     v = net.init(jax.random.key(0), batches[0], False)
 
+    @jax.jit  # one program per batch shape, as the library's population pass runs it
     def moments(xb):
         return net.apply(v, xb, True, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]
 
@@ -245,7 +252,7 @@ def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(sh
     for closed in (True, False):
         bn = BatchNorm(use_running_average=False, axis=axis, variance=variance, closed_form_grad=closed,
                        momentum=0.5)
-        v = bn.init(jax.random.key(2), x)
+        v = jax.jit(bn.init)(jax.random.key(2), x)
         v = {"params": jax.tree.map(lambda p: p + 0.3, v["params"]), "batch_stats": v["batch_stats"]}
 
         def loss(x, params, bn=bn, v=v):
@@ -255,11 +262,11 @@ def test_closed_form_backward_equals_autodiff_and_forward_mode_needs_the_flag(sh
         grads.append(jax.jit(jax.grad(loss, argnums=(0, 1)))(x, v["params"]))  # one program each
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), grads[0], grads[1])
     bn = BatchNorm(use_running_average=False, axis=axis, closed_form_grad=False)
-    v = bn.init(jax.random.key(2), x)
-    jax.jit(lambda x, w: jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,)))(x, w)  # works
+    v = jax.jit(bn.init)(jax.random.key(2), x)
+    jax.jit(lambda x, w: jax.jvp(lambda x: _train_apply(bn, v, x)[0], (x,), (w,)))(x, w)  # works
     with pytest.raises(TypeError):
         bn = BatchNorm(use_running_average=False, axis=axis)
-        jax.jit(lambda x, w: jax.jvp(lambda x: bn.apply(v, x, mutable=["batch_stats"])[0], (x,), (w,)))(x, w)
+        jax.jit(lambda x, w: jax.jvp(lambda x: _train_apply(bn, v, x)[0], (x,), (w,)))(x, w)
 
 
 def test_unbiased_running_variance_and_algorithm2_on_images_use_m_equal_n_h_w():
@@ -269,15 +276,15 @@ def test_unbiased_running_variance_and_algorithm2_on_images_use_m_equal_n_h_w():
     x = rng.normal(1.0, 2.0, (3, 4, 5, 2)).astype(np.float32)
     m = 3 * 4 * 5
     bn = BatchNorm(use_running_average=False, momentum=0.0, running_var="unbiased")  # running = this batch's
-    v = bn.init(jax.random.key(0), x)
-    upd = bn.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]
+    v = jax.jit(bn.init)(jax.random.key(0), x)
+    upd = _train_apply(bn, v, x)[1]["batch_stats"]
     x64 = x.astype(np.float64).reshape(-1, 2)
     np.testing.assert_allclose(upd["var"], x64.var(0) * m / (m - 1), rtol=1e-5)
     batches = [jnp.asarray(rng.normal(0.5, 1.5, (3, 4, 5, 2)).astype(np.float32)) for _ in range(4)]
     bn2 = BatchNorm(use_running_average=False)
-    v2 = bn2.init(jax.random.key(0), batches[0])
+    v2 = jax.jit(bn2.init)(jax.random.key(0), batches[0])
     stats = population_statistics(
-        lambda xb: bn2.apply(v2, xb, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION],
+        jax.jit(lambda xb: bn2.apply(v2, xb, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]),
         v2["batch_stats"], batches)
     flat = [np.asarray(b, np.float64).reshape(-1, 2) for b in batches]
     np.testing.assert_allclose(stats["mean"], np.mean([f.mean(0) for f in flat], 0), rtol=1e-5, atol=1e-7)
@@ -295,7 +302,7 @@ def test_closed_form_backward_without_scale_or_bias_and_in_bfloat16_against_floa
     bn = BatchNorm(use_running_average=False, use_scale=use_scale, use_bias=use_bias,
                    scale_init=lambda k, s, d=jnp.float32: jnp.full(s, 1.7, d))
     v = bn.init(jax.random.key(0), jnp.asarray(x64, dtype))
-    gx = jax.grad(lambda x: jnp.sum(bn.apply(v, x, mutable=["batch_stats"])[0].astype(jnp.float32)
+    gx = jax.grad(lambda x: jnp.sum(_train_apply(bn, v, x)[0].astype(jnp.float32)
                                     * jnp.asarray(w64, jnp.float32)))(jnp.asarray(x64, dtype))
     xin = np.asarray(jnp.asarray(x64, dtype).astype(jnp.float32), np.float64)  # what the layer saw
     mu, var = xin.mean(0), xin.var(0)
@@ -310,8 +317,8 @@ def test_ghost_bn_running_statistics_average_the_virtual_batches():
     rng = np.random.default_rng(13)
     x = rng.normal(1.0, 2.0, (12, 3)).astype(np.float32)
     bn = BatchNorm(use_running_average=False, virtual_batch_size=4, momentum=0.75)
-    v = bn.init(jax.random.key(0), x)
-    upd = bn.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]
+    v = jax.jit(bn.init)(jax.random.key(0), x)
+    upd = _train_apply(bn, v, x)[1]["batch_stats"]
     groups = x.astype(np.float64).reshape(3, 4, 3)
     np.testing.assert_allclose(upd["mean"], 0.25 * groups.mean(1).mean(0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(upd["var"], 0.75 * 1.0 + 0.25 * groups.var(1).mean(0), rtol=1e-5)
@@ -323,7 +330,7 @@ def test_batch_renorm_in_inference_mode_uses_the_moving_averages():
     rng = np.random.default_rng(14)
     x = rng.normal(size=(10, 4)).astype(np.float32)
     rn = BatchRenorm(use_running_average=True)
-    v = rn.init(jax.random.key(0), x)
+    v = jax.jit(rn.init)(jax.random.key(0), x)
     mean, var = rng.normal(size=4).astype(np.float32), rng.uniform(0.5, 2.0, 4).astype(np.float32)
     gamma, beta = rng.normal(size=4).astype(np.float32), rng.normal(size=4).astype(np.float32)
     v = {"params": {"scale": gamma, "bias": beta}, "batch_stats": {**v["batch_stats"], "mean": mean, "var": var}}
@@ -337,7 +344,7 @@ def test_training_with_a_mask_uses_only_the_kept_rows_for_output_and_running_sta
     x = rng.normal(1.0, 2.0, (10, 3)).astype(np.float32)
     keep = np.arange(10) % 3 != 0  # 6 of 10 rows
     bn = BatchNorm(use_running_average=False, momentum=0.5, running_var="unbiased")
-    v = bn.init(jax.random.key(0), x)
+    v = jax.jit(bn.init)(jax.random.key(0), x)
     y, upd = bn.apply(v, x, mask=jnp.asarray(keep)[:, None], mutable=["batch_stats"])
     want, mu, var = np_bn_train(x[keep], 1.0, 0.0)
     np.testing.assert_allclose(np.asarray(y)[keep], want, rtol=1e-5, atol=1e-5)
@@ -363,8 +370,8 @@ def test_ghost_bn_normalises_each_virtual_batch_and_corrects_with_its_own_m(vari
     x = rng.normal(1.0, 2.0, (12, 3)).astype(np.float32)
     bn = BatchNorm(use_running_average=False, virtual_batch_size=4, momentum=0.0, running_var="unbiased",
                    variance=variance)
-    v = bn.init(jax.random.key(0), x)
-    y, upd = bn.apply(v, x, mutable=["batch_stats"])
+    v = jax.jit(bn.init)(jax.random.key(0), x)
+    y, upd = _train_apply(bn, v, x)
     groups = x.reshape(3, 4, 3)
     want = np.concatenate([np_bn_train(g, 1.0, 0.0)[0] for g in groups])
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
@@ -398,11 +405,12 @@ def test_population_statistics_keep_batch_renorms_other_statistics():
     rng = np.random.default_rng(18)
     batches = [jnp.asarray(rng.normal(size=(16, 4)).astype(np.float32)) for _ in range(3)]
     rn = BatchRenorm(use_running_average=False)
-    v = rn.init(jax.random.key(0), batches[0])
+    v = jax.jit(rn.init)(jax.random.key(0), batches[0])
     extra = sorted(set(v["batch_stats"]) - {"mean", "var"})
     assert extra  # Batch Renorm keeps more than the two moments (its step counter)
     v = {**v, "batch_stats": {**v["batch_stats"], **{k: v["batch_stats"][k] + 7 for k in extra}}}
 
+    @jax.jit  # one program per batch shape, as the library's population pass runs it
     def moments(xb):
         return rn.apply(v, xb, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]
 
@@ -427,10 +435,10 @@ def test_ghost_bn_on_images_with_gamma_and_beta_equals_numpy_per_virtual_batch()
     rng = np.random.default_rng(11)
     x = rng.normal(1.0, 2.0, (6, 4, 5, 3)).astype(np.float32)
     bn = BatchNorm(use_running_average=False, virtual_batch_size=3)
-    v = bn.init(jax.random.key(0), x)
+    v = jax.jit(bn.init)(jax.random.key(0), x)
     gamma, beta = np.array([0.5, 2.0, -1.0], np.float32), np.array([0.1, -0.2, 0.3], np.float32)
     v = {**v, "params": {"scale": jnp.asarray(gamma), "bias": jnp.asarray(beta)}}
-    y, _ = bn.apply(v, x, mutable=["batch_stats"])
+    y, _ = _train_apply(bn, v, x)
     want = np.concatenate([(g - g.mean((0, 1, 2))) / np.sqrt(g.var((0, 1, 2)) + 1e-5) * gamma + beta
                            for g in (x[:3].astype(np.float64), x[3:].astype(np.float64))])
     np.testing.assert_allclose(y, want, atol=2e-5)
@@ -446,8 +454,8 @@ def test_one_pass_variance_is_what_training_and_its_gradient_use():
     for variance in ("two_pass", "one_pass"):
         for vbs in (None, 4):
             bn = BatchNorm(use_running_average=False, variance=variance, virtual_batch_size=vbs)
-            v = bn.init(jax.random.key(0), x)
-            plain = bn.apply(v, x, mutable=["batch_stats"])[0]
+            v = jax.jit(bn.init)(jax.random.key(0), x)
+            plain = _train_apply(bn, v, x)[0]
             (_, y), _ = jax.value_and_grad(
                 lambda p: (lambda y: (jnp.sum(y ** 2), y))(bn.apply({**v, "params": p}, x, mutable=["batch_stats"])[0]),
                 has_aux=True)(v["params"])
@@ -461,9 +469,9 @@ def test_unbiased_population_variance_of_batches_of_two():
     """m = 2: Var[x] = 2 / (2 - 1) * E_B[sigma_B^2] (the m / (m - 1) correction at its largest)."""
     batches = [jnp.asarray([[1.0, -2.0], [3.0, 4.0]]), jnp.asarray([[0.0, 1.0], [2.0, 1.0]])]
     bn = BatchNorm(use_running_average=False)
-    v = bn.init(jax.random.key(0), batches[0])
+    v = jax.jit(bn.init)(jax.random.key(0), batches[0])
     stats = population_statistics(
-        lambda b: bn.apply(v, b, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION],
+        jax.jit(lambda b: bn.apply(v, b, mutable=["batch_stats", MOMENTS_COLLECTION])[1][MOMENTS_COLLECTION]),
         v["batch_stats"], batches)
     np.testing.assert_allclose(stats["mean"], [1.5, 1.0], atol=1e-6)
     np.testing.assert_allclose(stats["var"], [2 * np.mean([1.0, 1.0]), 2 * np.mean([9.0, 0.0])], atol=1e-5)
