@@ -54,9 +54,9 @@ def _band_limits(mean: np.ndarray, std: np.ndarray, metric: str) -> tuple[np.nda
 
 def curves_figure(arms: Mapping[str, Sequence[Run]], path: str | None, *, title: str,
                   metrics: Sequence[str] = ("train_loss", "val_accuracy"), log_loss: bool = True) -> str | None:
-    """One panel per metric, one band per arm. Returns ``path`` (None: nothing drawn). Accuracy curves are on the
-    validation split by default: the test split is measured at the end and at the
-    selected evaluation only (unless a run has ``test_curve``)."""
+    """One panel per metric, one band per arm. Returns ``path`` (None: nothing drawn).
+    Accuracy curves are on the validation split by default: the test split is measured at
+    the end and at the selected evaluation only (unless a run has ``test_curve``)."""
     if path is None:  # an analysis that draws no figures (`bnjax.experiment.Settings.figure`)
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.2))

@@ -43,8 +43,8 @@ def arms(s: Settings) -> dict[str, TrainConfig]:
 
 
 def figure1(runs: dict, path: str | None) -> dict:
-    """Draw Figure 1 at ``path`` (None: not drawn, `bnjax.plots.save`); the per-arm curves,
-    final accuracy and 50th-percentile spread."""
+    """Draw Figure 1 at ``path`` (None: not drawn, `bnjax.experiment.Settings.figure`);
+    returns the per-arm curves, final accuracy and 50th-percentile spread."""
     cfg = runs["with_bn"][0].config
     layer = f"block{len(cfg.model.hidden) - 1}"
     plots.figure1(runs["without_bn"], runs["with_bn"], path, layer=layer,
