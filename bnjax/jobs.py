@@ -38,7 +38,7 @@ from typing import Any
 from bnjax.config import ConfigError
 
 ENGINES = ("local", "slurm")
-POLL_S = 0.5  # how often the invoking process asks the engine whether a job is done
+POLL_S = 0.1  # how often the invoking process asks whether a job is done (submitit rate-limits SLURM queries itself)
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # a local job has no scheduler limit; submitit's default would kill it at 2 minutes
 
 

@@ -83,13 +83,24 @@ def pytest_collection_modifyitems(config, items):
     those programs in the run's XLA cache: they load them instead of compiling them at the
     same time as the smoke.
 
+    A test that pins processes to every core (``slow(..., pins_cores=True)``: submitit's local
+    jobs, one per core) is not handed out right after another such test: the second goes
+    behind the rest of their rank, so the two do not run at the same time, where pinned
+    processes that cannot move to a free core left a quarter of the machine idle (75% busy
+    for 30 s when the two ran together).
+
     A value computed once per run (`once_per_run`) is computed by the first test that asks
     for it, while any other worker asking for it waits: the first test of a module that
     uses one starts among the slow tests (order 1 at the latest) and the module's others
     come with the rest (order 3), so they find it made instead of waiting for it."""
-    rank, first = {}, set()
+    rank, first, pinning = {}, set(), set()
     for item in items:
         rank[item.nodeid] = _order(item)
+        slow = item.get_closest_marker("slow")
+        if slow is not None and slow.kwargs.get("pins_cores"):
+            if rank[item.nodeid] in pinning:
+                rank[item.nodeid] += 0.5  # behind the rest of its rank: not next to another one pinning every core
+            pinning.add(rank[item.nodeid])
         if "once_per_run" in item.fixturenames:
             if item.module.__name__ in first:
                 rank[item.nodeid] = 3
@@ -97,6 +108,24 @@ def pytest_collection_modifyitems(config, items):
                 first.add(item.module.__name__)
                 rank[item.nodeid] = min(rank[item.nodeid], 1)
     items.sort(key=lambda item: rank[item.nodeid])
+
+
+@pytest.fixture(autouse=True)
+def _float32_matmuls():
+    """Matrix products at full float32 precision in every test, on backends where JAX's default
+    is lower (bf16 passes on a TPU, TF32 on a GPU); a CPU computes them in float32 either way,
+    so there nothing is set. Scoped to each test, not set for the process: the precision is
+    written into every program's HLO, and a process-wide setting (four test modules had one,
+    run at collection, so in effect for every test in a worker) made each program compiled in
+    the test workers differ from the same program compiled by the entry points the tests
+    start: none could be loaded from the run's XLA cache."""
+    import jax
+
+    if jax.default_backend() == "cpu":
+        yield
+        return
+    with jax.default_matmul_precision("highest"):
+        yield
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_device_benchmark_smoke_writes_every_part(tmp_path, capsys):
     assert {r["recipe"] for r in parts["speedrun"]["rows"]} >= {"published", "fast"}
     for r in parts["speedrun"]["rows"]:  # the smoke data is learnable: far above chance (0.10) after its steps
         assert len(r["accuracy"]) == 2 and min(r["accuracy"]) > 0.5, r
-    assert [m["k"] for m in parts["mlp"]["many"]] == [2, 4] and parts["mlp"]["scan_us_per_step"] > 0
+    assert [m["k"] for m in parts["mlp"]["many"]] == [2] and parts["mlp"]["scan_us_per_step"] > 0
     assert [c["layout"] for c in parts["convnet"]["layouts"]] == ["map", "matmul", "vmap"]
     for row in parts["mlp"]["many"] + parts["convnet"]["layouts"]:  # each gain is the ratio of its own timings
         assert row["gain_per_model"] == pytest.approx(row["sequential_s"] / row["one_program_s"])

@@ -14,7 +14,6 @@ from bnjax.fold import fold_batchnorm
 from bnjax.models import build_model
 from bnjax.renorm import renorm_limits
 
-jax.config.update("jax_default_matmul_precision", "highest")
 X = jax.random.normal(jax.random.key(0), (32, 6)) * 2.0 + 1.0
 
 

@@ -10,8 +10,6 @@ from bnjax.config import ModelConfig
 from bnjax.conv import conv2d_im2col, conv2d_pool_s2d, max_pool_2x2, pool_fusable, window_max
 from bnjax.models import build_model
 
-jax.config.update("jax_default_matmul_precision", "highest")
-
 
 def _xla(x, k, padding="SAME"):
     return jax.lax.conv_general_dilated(x, k, (1, 1), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))

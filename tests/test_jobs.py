@@ -262,7 +262,7 @@ def _one_core():
     return lambda: os.sched_setaffinity(0, {first})
 
 
-@pytest.mark.slow(programs="after smoke")
+@pytest.mark.slow(programs="after smoke", pins_cores=True)
 @TWO_CORES
 def test_local_jobs_train_each_run_once_as_one_process_on_one_core_does(tmp_path, figures_not_drawn):
     """Four jobs (2 sections x 2 slots) of submitit's local executor on one pool: each run
@@ -316,7 +316,7 @@ def _held_run_with_checkpoint(pool_dir):
     return None
 
 
-@pytest.mark.slow(programs="after smoke")
+@pytest.mark.slow(programs="after smoke", pins_cores=True)
 @TWO_CORES
 def test_a_sigkilled_job_leaves_its_run_to_a_new_job_that_resumes_it(tmp_path):
     """Chunks of 3 steps (an evaluation every 3 steps), as in the reproduce smoke's depth

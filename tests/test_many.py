@@ -10,8 +10,6 @@ from bnjax import fit, fit_group, runlog
 from bnjax.config import DataConfig, ModelConfig, OptimConfig, TrainConfig
 from bnjax.many import stack, unstack
 
-jax.config.update("jax_default_matmul_precision", "highest")
-
 
 @pytest.mark.parametrize("arch,layout", [("mlp", "vmap"), ("convnet", "vmap"), ("convnet", "map"),
                                          ("convnet", "matmul"), ("vgg", "matmul")])

@@ -11,7 +11,6 @@ from jax.test_util import check_grads
 from bnjax import BatchNorm, population_statistics, torch_momentum_to_flax
 from bnjax.norm import MOMENTS_COLLECTION, batch_moments
 
-jax.config.update("jax_default_matmul_precision", "highest")
 EPS = 1e-5
 
 

@@ -66,7 +66,7 @@ class Sizes:
 
 
 FULL = Sizes()
-SMOKE = Sizes(seeds=2, epochs_scale=0.5, mlp_steps=20, many_steps=5, ks=(2, 4), cnn_k=2, wide_steps=3, wide_batch=32,
+SMOKE = Sizes(seeds=2, epochs_scale=0.5, mlp_steps=20, many_steps=2, ks=(2,), cnn_k=2, wide_steps=2, wide_batch=32,
               repeats=1)
 
 
