@@ -83,24 +83,13 @@ def pytest_collection_modifyitems(config, items):
     those programs in the run's XLA cache: they load them instead of compiling them at the
     same time as the smoke.
 
-    A test that pins processes to every core (``slow(..., pins_cores=True)``: submitit's local
-    jobs, one per core) is not handed out right after another such test: the second goes
-    behind the rest of their rank, so the two do not run at the same time, where pinned
-    processes that cannot move to a free core left a quarter of the machine idle (75% busy
-    for 30 s when the two ran together).
-
     A value computed once per run (`once_per_run`) is computed by the first test that asks
     for it, while any other worker asking for it waits: the first test of a module that
     uses one starts among the slow tests (order 1 at the latest) and the module's others
     come with the rest (order 3), so they find it made instead of waiting for it."""
-    rank, first, pinning = {}, set(), set()
+    rank, first = {}, set()
     for item in items:
         rank[item.nodeid] = _order(item)
-        slow = item.get_closest_marker("slow")
-        if slow is not None and slow.kwargs.get("pins_cores"):
-            if rank[item.nodeid] in pinning:
-                rank[item.nodeid] += 0.5  # behind the rest of its rank: not next to another one pinning every core
-            pinning.add(rank[item.nodeid])
         if "once_per_run" in item.fixturenames:
             if item.module.__name__ in first:
                 rank[item.nodeid] = 3
