@@ -62,12 +62,13 @@ class Sizes:
     cnn_k: int = 8
     wide_steps: int = 50
     wide_batch: int = 256
+    wide: ModelConfig = WIDE  # the bn_cost part's net
     repeats: int = 3
 
 
 FULL = Sizes()
 SMOKE = Sizes(seeds=2, epochs_scale=0.5, mlp_steps=20, many_steps=2, ks=(2,), cnn_k=2, wide_steps=2, wide_batch=32,
-              repeats=1)
+              wide=dataclasses.replace(WIDE, channels=(8, 16), dense=32), repeats=1)
 
 
 def part_speedrun(ds, z: Sizes) -> tuple[dict, list[str]]:
@@ -127,23 +128,25 @@ def part_bn_cost(z: Sizes) -> tuple[dict, list[str]]:
     rng = np.random.default_rng(0)
     x = jax.numpy.asarray(rng.standard_normal((4 * z.wide_batch, 28, 28, 1), np.float32))
     y = jax.numpy.asarray(rng.integers(0, 10, len(x)).astype(np.int32))
-    arms = {"no BN": dataclasses.replace(WIDE, norm="none"), "BN two-pass": WIDE,
-            "BN one-pass": dataclasses.replace(WIDE, bn_variance="one_pass"),
-            "BN two-pass, bfloat16": dataclasses.replace(WIDE, dtype="bfloat16")}
+    w = z.wide
+    arms = {"no BN": dataclasses.replace(w, norm="none"), "BN two-pass": w,
+            "BN one-pass": dataclasses.replace(w, bn_variance="one_pass"),
+            "BN two-pass, bfloat16": dataclasses.replace(w, dtype="bfloat16")}
     t = {k: bn_cost.step_seconds(c, x, y, z.wide_steps, z.repeats, batch=z.wide_batch) for k, c in arms.items()}
     if torch_models.available():
         t["PyTorch BN, channels_last + bf16 autocast"] = _torch_wide_step(z)
     ips = {k: z.wide_batch / s for k, s in t.items()}
     lines = [[k, f"{s * 1e3:.2f}", f"{ips[k]:,.0f}", f"{s / t['no BN']:.2f}x"] for k, s in t.items()]
     return {"seconds_per_step": t, "images_per_s": ips}, [
-        table(["variant (conv 64-128, fc 256)", "ms / step", "images / s", "time vs no BN"], lines)]
+        table([f"variant (conv {'-'.join(map(str, w.channels))}, fc {w.dense})", "ms / step", "images / s",
+               "time vs no BN"], lines)]
 
 
 def _torch_wide_step(z: Sizes) -> float:
     import torch
 
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    net = torch_models.wide_cnn(WIDE.channels, WIDE.dense).to(dev).to(memory_format=torch.channels_last)
+    net = torch_models.wide_cnn(z.wide.channels, z.wide.dense).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     xb = torch.randn(z.wide_batch, 1, 28, 28, device=dev).to(memory_format=torch.channels_last)
     yb = torch.randint(0, 10, (z.wide_batch,), device=dev)
