@@ -14,8 +14,6 @@ suite with the default optimisation level instead."""
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 _OPT = "--xla_backend_optimization_level=0"
@@ -87,9 +85,8 @@ def pytest_collection_modifyitems(config, items):
 
     A value computed once per run (`once_per_run`) is computed by the first test that asks
     for it, while any other worker asking for it waits: the first test of a module that
-    uses one starts among the slow tests (order 1, unless it is a slow test already) and the
-    module's others come with the rest (order 3), so they find it made instead of waiting
-    for it."""
+    uses one starts among the slow tests (order 1 at the latest) and the module's others
+    come with the rest (order 3), so they find it made instead of waiting for it."""
     rank, first = {}, set()
     for item in items:
         rank[item.nodeid] = _order(item)
@@ -98,7 +95,7 @@ def pytest_collection_modifyitems(config, items):
                 rank[item.nodeid] = 3
             else:
                 first.add(item.module.__name__)
-                rank[item.nodeid] = 1 if rank[item.nodeid] == 3 else rank[item.nodeid]
+                rank[item.nodeid] = min(rank[item.nodeid], 1)
     items.sort(key=lambda item: rank[item.nodeid])
 
 
@@ -152,36 +149,6 @@ def once_per_run(request, tmp_path_factory):
         return pathlib.Path(d["folder"]), d["out"]
 
     return run
-
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-#: the reproduce smoke's flags: the quick suite, 1 seed, 3 steps (and ``--workdir DIR``)
-SMOKE_ARGS = ["--quick", "--seeds", "1", "--steps", "3", "--quiet"]
-
-
-def _first_core():
-    """A ``preexec_fn`` pinning the child to this process's first core (None without CPU affinity)."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    first = sorted(os.sched_getaffinity(0))[0]
-    return lambda: os.sched_setaffinity(0, {first})
-
-
-@pytest.fixture(scope="session")
-def reproduce_smoke(once_per_run):
-    """``(folder, out)``: the reproduce smoke run once per test run, as a user runs it (its
-    command line, in its own process), into ``folder/rep``; ``out`` holds its return code,
-    stdout and stderr. Pinned to one core (where the OS allows it), so its runs are also the
-    one-core reference the local jobs test compares its one-core jobs with, byte for byte
-    (XLA's CPU threads depend on the cores a process starts with). Tests that change the
-    workdir work on a copy; ``out["args"]`` are its flags less ``--workdir``."""
-
-    def make(folder):
-        proc = subprocess.run([sys.executable, "-m", "experiments.reproduce", *SMOKE_ARGS, "--workdir", str(folder / "rep")],
-                              cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=_first_core())
-        return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "args": SMOKE_ARGS}
-
-    return once_per_run("reproduce_smoke", make)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -17,12 +16,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow(programs="smoke")
-def test_reproduce_smoke_writes_complete_report_and_runs_reload(reproduce_smoke, tmp_path, capsys, figures_not_drawn):
-    made, out = reproduce_smoke  # the command line as a user runs it (tests/conftest.py), once per test run
-    assert out["returncode"] == 0, out["stdout"] + out["stderr"]
+def test_reproduce_smoke_writes_complete_report_and_runs_reload(tmp_path, capsys, figures_not_drawn):
     wd = str(tmp_path / "rep")
-    shutil.copytree(made / "rep", wd)  # this test changes its copy; the local jobs test reads the original
-    args = [*out["args"], "--workdir", wd]
+    cmd = [sys.executable, "-m", "experiments.reproduce", "--quick", "--seeds", "1", "--steps", "3", "--quiet",
+           "--workdir", wd]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     report = open(os.path.join(wd, "report.md")).read()
     for heading in ("## 1. BN before or after", "## 2. The BN paper's learning-rate table", "## 3. Comparison",
                     "## 4. With and without", "### Figure 1", "## 5. Data augmentation",
@@ -45,7 +44,7 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(reproduce_smoke,
     runs = glob.glob(os.path.join(wd, "runs", "*", "seed_0"))
     assert len(runs) >= 20  # arms shared between experiments are trained once
     # --quiet: one line per finished run of the whole invocation, counted once, with an ETA
-    done = re.findall(r"^\[(\d+)/(\d+)\] .*: trained in [\d.]+ s.*ETA", out["stdout"], flags=re.M)
+    done = re.findall(r"^\[(\d+)/(\d+)\] .*: trained in [\d.]+ s.*ETA", proc.stdout, flags=re.M)
     assert [int(k) for k, _ in done] == list(range(1, len(runs) + 1)) and {int(n) for _, n in done} == {len(runs)}
     # TensorBoard: every run of a section under SECTION/tensorboard/<arm>/seed_0, none in the run directories
     views = glob.glob(os.path.join(wd, "*", "tensorboard", "*", "seed_0", "events.out.tfevents.bnjax"))
@@ -62,7 +61,7 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(reproduce_smoke,
 
     stamps = {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
     capsys.readouterr()
-    reproduce.main(args)
+    reproduce.main(cmd[3:])
     assert capsys.readouterr().out.count(": read back") == len(runs)
     assert stamps == {r: os.path.getmtime(os.path.join(r, "results.json")) for r in runs}
     # re-rendered from the run records alone: the same report, byte for byte
@@ -88,7 +87,7 @@ def test_reproduce_smoke_writes_complete_report_and_runs_reload(reproduce_smoke,
     meta["data_fingerprint"]["checksum"] = "0" * 32
     json.dump(meta, open(os.path.join(stale, "meta.json"), "w"))
     with pytest.raises(SystemExit) as exit_:
-        reproduce.main([*args, "--stale", "refuse"])
+        reproduce.main([*cmd[3:], "--stale", "refuse"])
     out, err = capsys.readouterr()
     assert exit_.value.code == 1 and "1 run(s) in the pool differ" in err, err
     assert f"{stale}: data fingerprint" in err and ": trained in " not in out
