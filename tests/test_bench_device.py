@@ -32,8 +32,8 @@ def test_device_benchmark_smoke_writes_every_part(tmp_path, capsys):
     assert set(cost["images_per_s"]) >= {"no BN", "BN two-pass", "BN one-pass", "BN two-pass, bfloat16"}
     for k, ips in cost["images_per_s"].items():
         assert ips == pytest.approx(32 / cost["seconds_per_step"][k])  # smoke batch 32
-    assert "| variant (conv 8-16, fc 32) |" in open(out / "RESULTS.md").read()  # the smoke's own narrow net, named
     md = open(out / "RESULTS.md").read()
+    assert "| variant (conv 8-16, fc 32) |" in md  # the smoke's own narrow net, named
     for heading in ("## speedrun", "## mlp", "## convnet", "## bn_cost"):
         assert heading in md
     assert "Command: `python -m experiments.bench.device --smoke" in md

@@ -265,7 +265,7 @@ def _one_core():
 @pytest.mark.slow(programs="after smoke")
 @TWO_CORES
 def test_local_jobs_train_each_run_once_as_one_process_on_one_core_does(tmp_path, figures_not_drawn):
-    """Four jobs (2 sections x 2 slots: 4 runs each) of submitit's local executor on one pool: each run
+    """Four jobs (2 sections of 4 runs x 2 slots) of submitit's local executor on one pool: each run
     trained once, by a one-core process; the report's sections and every run's metrics
     equal, byte for byte, those of one process pinned to one core (the same core layout)."""
     wd, one = str(tmp_path / "jobs"), str(tmp_path / "one")
